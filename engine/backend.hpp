@@ -105,6 +105,9 @@ class Backend {
 
   // ---- elementwise
   virtual Tensor add(const Tensor& a, const Tensor& b) = 0;
+  virtual Tensor add_scaled(const Tensor& a, const Tensor& b, float s) = 0;  // a + s·b
+  // x · s[0], with s a one-element tensor on this device (a gradient flowing into a loss)
+  virtual Tensor scale_by(const Tensor& x, const Tensor& s) = 0;
   virtual void add_inplace(Tensor& dst, const Tensor& src) = 0;  // dst += src
   virtual void fill(Tensor& dst, float value) = 0;
 
