@@ -92,10 +92,14 @@ class CpuBackend final : public Backend {
     expect_cpu(x, "conv2d_backward");
     ConvPlan& p = plan(x, w, need_db, args);
     ConvGrads g;
+    if (need_dx) ensure_bwd_data(p);
+    if (need_dw || need_db) ensure_bwd_weights(p, need_db);
+    // Both backward primitives read dy; reorder it once when they want the same layout.
+    const memory::desc& dy_want =
+        need_dx ? p.bwd_data_pd.diff_dst_desc() : p.bwd_w_pd.diff_dst_desc();
+    memory dym = to_layout(p, 3, p.y_md, dy.raw(), dy_want);
     if (need_dx) {
-      ensure_bwd_data(p);
       g.dx = Tensor::empty(x.shape(), Device::cpu);
-      memory dym = to_layout(p, 3, p.y_md, dy.raw(), p.bwd_data_pd.diff_dst_desc());
       memory wm = to_layout(p, 4, p.w_md, w.raw(), p.bwd_data_pd.weights_desc());
       memory dxm = scratch_or_user(p, 5, p.bwd_data_pd.diff_src_desc(), p.x_md, g.dx.raw());
       p.bwd_data.execute(stream_, {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wm},
@@ -103,12 +107,13 @@ class CpuBackend final : public Backend {
       from_layout(dxm, p.x_md, g.dx.raw());
     }
     if (need_dw || need_db) {
-      ensure_bwd_weights(p, need_db);
       g.dw = Tensor::empty(w.shape(), Device::cpu);
       memory xm = to_layout(p, 6, p.x_md, x.raw(), p.bwd_w_pd.src_desc());
-      memory dym = to_layout(p, 7, p.y_md, dy.raw(), p.bwd_w_pd.diff_dst_desc());
+      memory dyw = dym.get_desc() == p.bwd_w_pd.diff_dst_desc()
+                       ? dym
+                       : to_layout(p, 7, p.y_md, dy.raw(), p.bwd_w_pd.diff_dst_desc());
       memory dwm = scratch_or_user(p, 8, p.bwd_w_pd.diff_weights_desc(), p.w_md, g.dw.raw());
-      std::unordered_map<int, memory> io{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym},
+      std::unordered_map<int, memory> io{{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dyw},
                                          {DNNL_ARG_DIFF_WEIGHTS, dwm}};
       if (need_db) {
         g.db = Tensor::empty({w.dim(0)}, Device::cpu);
