@@ -72,6 +72,9 @@ class Trainer {
   int64_t next_batch() const { return next_batch_; }  // position inside the current epoch
   int64_t global_step() const { return optimizer_->step_count(); }
   Device device() const { return device_; }
+  const DataSet& data() const { return data_; }
+  // This epoch's order of training images (empty until its first step).
+  const std::vector<int32_t>& epoch_order() const { return order_; }
   // Every tensor a checkpoint holds, by name.
   std::vector<NamedTensor> checkpoint_tensors();
 
