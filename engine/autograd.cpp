@@ -6,6 +6,7 @@
 // Gradients of intermediate tensors live only in this walk; leaves (parameters, inputs that
 // asked for it) get theirs added to Tensor::grad, which persists until zeroed explicitly.
 #include "engine/backend.hpp"
+#include "engine/profile.hpp"
 #include "engine/tensor.hpp"
 
 #include <stdexcept>
@@ -67,6 +68,7 @@ void Tensor::backward(const Tensor& seed) const {
     for (size_t i = 0; i < grads.size(); ++i) {
       Tensor& input = node->inputs[i];
       if (!grads[i].defined() || !input.requires_grad()) continue;
+      profile::Scope timer("gradient accumulation");
       if (Node* producer = input.grad_fn().get()) {
         // Out-of-place sum: an op may hand the same buffer to several inputs.
         auto [slot, fresh] = pending.try_emplace(producer, grads[i]);

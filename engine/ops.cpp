@@ -1,7 +1,22 @@
 // Differentiable ops (see ops.hpp): forward on the backend, a Node for the backward.
 #include "engine/ops.hpp"
 
+#include "engine/profile.hpp"
+
 #include <stdexcept>
+
+namespace sigmar::profile {
+namespace {
+bool g_enabled = false;
+}
+bool enabled() { return g_enabled; }
+void enable(bool on) { g_enabled = on; }
+std::map<std::string, Entry>& table() {
+  static std::map<std::string, Entry> t;
+  return t;
+}
+void reset() { table().clear(); }
+}  // namespace sigmar::profile
 
 namespace sigmar::ops {
 
@@ -50,9 +65,14 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dArgs args
                                 " channels but the weight expects " + std::to_string(w.dim(1)));
   }
   expect_same_device(x, w, "conv2d");
-  Tensor y = backend_of(x).conv2d_forward(x, w, b, args);
+  Tensor y;
+  {
+    profile::Scope timer("conv2d");
+    y = backend_of(x).conv2d_forward(x, w, b, args);
+  }
   if (any_requires_grad({&x, &w, &b})) {
     record(y, "conv2d", {x, w, b}, [x, w, b, args](const Tensor& dy) {
+      profile::Scope timer("conv2d backward");
       ConvGrads g = backend_of(x).conv2d_backward(x, w, dy, args, wants(x), wants(w), wants(b));
       return std::vector<Tensor>{g.dx, g.dw, g.db};
     });
@@ -62,9 +82,14 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dArgs args
 
 Tensor max_pool2d(const Tensor& x, PoolArgs args) {
   expect_rank(x, 4, "max_pool2d", "input");
-  Tensor y = backend_of(x).maxpool_forward(x, args);
+  Tensor y;
+  {
+    profile::Scope timer("max_pool2d");
+    y = backend_of(x).maxpool_forward(x, args);
+  }
   if (any_requires_grad({&x})) {
     record(y, "max_pool2d", {x}, [x, y_data = y.view(y.shape()), args](const Tensor& dy) {
+      profile::Scope timer("max_pool2d backward");
       return std::vector<Tensor>{backend_of(x).maxpool_backward(x, y_data, dy, args)};
     });
   }
@@ -73,7 +98,11 @@ Tensor max_pool2d(const Tensor& x, PoolArgs args) {
 
 Tensor global_avg_pool(const Tensor& x) {
   expect_rank(x, 4, "global_avg_pool", "input");
-  Tensor y = backend_of(x).global_avgpool_forward(x);
+  Tensor y;
+  {
+    profile::Scope timer("global_avg_pool");
+    y = backend_of(x).global_avgpool_forward(x);
+  }
   if (any_requires_grad({&x})) {
     record(y, "global_avg_pool", {x}, [shape = x.shape(), dev = x.device()](const Tensor& dy) {
       return std::vector<Tensor>{backend_for(dev).global_avgpool_backward(dy, shape)};
@@ -90,9 +119,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                                 " does not match weight " + shape_str(w.shape()));
   }
   expect_same_device(x, w, "linear");
-  Tensor y = backend_of(x).linear_forward(x, w, b);
+  Tensor y;
+  {
+    profile::Scope timer("linear");
+    y = backend_of(x).linear_forward(x, w, b);
+  }
   if (any_requires_grad({&x, &w, &b})) {
     record(y, "linear", {x, w, b}, [x, w, b](const Tensor& dy) {
+      profile::Scope timer("linear backward");
       ConvGrads g = backend_of(x).linear_backward(x, w, dy, wants(x), wants(w), wants(b));
       return std::vector<Tensor>{g.dx, g.dw, g.db};
     });
@@ -101,9 +135,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
 }
 
 Tensor relu(const Tensor& x) {
-  Tensor y = backend_of(x).relu_forward(x);
+  Tensor y;
+  {
+    profile::Scope timer("relu");
+    y = backend_of(x).relu_forward(x);
+  }
   if (any_requires_grad({&x})) {
     record(y, "relu", {x}, [x](const Tensor& dy) {
+      profile::Scope timer("relu backward");
       return std::vector<Tensor>{backend_of(x).relu_backward(x, dy)};
     });
   }
@@ -116,9 +155,14 @@ Tensor prelu(const Tensor& x, const Tensor& a) {
     throw std::invalid_argument("prelu: " + std::to_string(a.numel()) + " slopes for " +
                                 std::to_string(x.dim(1)) + " channels");
   }
-  Tensor y = backend_of(x).prelu_forward(x, a);
+  Tensor y;
+  {
+    profile::Scope timer("prelu");
+    y = backend_of(x).prelu_forward(x, a);
+  }
   if (any_requires_grad({&x, &a})) {
     record(y, "prelu", {x, a}, [x, a](const Tensor& dy) {
+      profile::Scope timer("prelu backward");
       ConvGrads g = backend_of(x).prelu_backward(x, a, dy);
       return std::vector<Tensor>{g.dx, g.dw};
     });

@@ -1,6 +1,8 @@
 // SGD and Adam/AdamW over a list of parameters, and the learning-rate schedules.
 #include "engine/optim.hpp"
 
+#include "engine/profile.hpp"
+
 #include <cmath>
 #include <numbers>
 #include <stdexcept>
@@ -22,6 +24,7 @@ class Sgd final : public Optimizer {
   }
   void step(float lr) override {
     NoGradGuard no_grad;
+    profile::Scope timer("optimizer");
     SgdSettings s = s_;
     s.lr = lr;
     for (size_t i = 0; i < params_.size(); ++i) {
@@ -53,6 +56,7 @@ class Adam final : public Optimizer {
   }
   void step(float lr) override {
     NoGradGuard no_grad;
+    profile::Scope timer("optimizer");
     AdamSettings s = s_;
     s.lr = lr;
     ++steps_;  // bias correction counts steps from 1 (SPEC 6)
