@@ -9,74 +9,80 @@
 
 namespace sigmar {
 
-namespace {
-
-// Parameters that no backward pass reached have no gradient yet: they count as zero.
-Tensor grad_or_zero(const Tensor& p) {
-  Tensor g = p.grad();
-  return g.defined() ? g : Tensor::zeros(p.shape(), p.device());
+Optimizer::Optimizer(std::vector<NamedTensor> params) : params_(std::move(params)) {
+  if (params_.empty()) throw std::invalid_argument("optimizer: no parameters to train");
+  const Device dev = params_[0].tensor.device();
+  int64_t total = 0;
+  for (auto& p : params_) {
+    offsets_.push_back(total);
+    total += p.tensor.numel();
+  }
+  flat_w_ = Tensor::empty({total}, dev);
+  flat_g_ = Tensor::zeros({total}, dev);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& w = params_[i].tensor;
+    w.move_into(flat_w_.view_at(offsets_[i], w.shape()));
+    w.set_grad(flat_g_.view_at(offsets_[i], w.shape()));
+  }
 }
+
+void Optimizer::zero_grad() { flat_g_.fill(0.0f); }
+
+std::vector<NamedTensor> Optimizer::views(const std::string& prefix, const Tensor& flat) const {
+  std::vector<NamedTensor> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    out.push_back({prefix + params_[i].name,
+                   flat.view_at(offsets_[i], params_[i].tensor.shape())});
+  }
+  return out;
+}
+
+namespace {
 
 class Sgd final : public Optimizer {
  public:
-  Sgd(std::vector<NamedTensor> params, SgdSettings s) : Optimizer(std::move(params)), s_(s) {
-    for (auto& p : params_) buf_.push_back(Tensor::zeros(p.tensor.shape(), p.tensor.device()));
-  }
+  Sgd(std::vector<NamedTensor> params, SgdSettings s)
+      : Optimizer(std::move(params)), s_(s), buf_(Tensor::zeros(flat_w_.shape(),
+                                                                flat_w_.device())) {}
   void step(float lr) override {
     NoGradGuard no_grad;
     profile::Scope timer("optimizer");
     SgdSettings s = s_;
     s.lr = lr;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      Tensor& w = params_[i].tensor;
-      backend_of(w).sgd_step(w, grad_or_zero(w), buf_[i], s);
-    }
+    backend_of(flat_w_).sgd_step(flat_w_, flat_g_, buf_, s);
     ++steps_;
   }
-  std::vector<NamedTensor> state() override {
-    std::vector<NamedTensor> out;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      out.push_back({"momentum." + params_[i].name, buf_[i]});
-    }
-    return out;
-  }
+  std::vector<NamedTensor> state() override { return views("momentum.", buf_); }
 
  private:
   SgdSettings s_;
-  std::vector<Tensor> buf_;
+  Tensor buf_;  // momentum, flat
 };
 
 class Adam final : public Optimizer {
  public:
-  Adam(std::vector<NamedTensor> params, AdamSettings s) : Optimizer(std::move(params)), s_(s) {
-    for (auto& p : params_) {
-      m_.push_back(Tensor::zeros(p.tensor.shape(), p.tensor.device()));
-      v_.push_back(Tensor::zeros(p.tensor.shape(), p.tensor.device()));
-    }
-  }
+  Adam(std::vector<NamedTensor> params, AdamSettings s)
+      : Optimizer(std::move(params)),
+        s_(s),
+        m_(Tensor::zeros(flat_w_.shape(), flat_w_.device())),
+        v_(Tensor::zeros(flat_w_.shape(), flat_w_.device())) {}
   void step(float lr) override {
     NoGradGuard no_grad;
     profile::Scope timer("optimizer");
     AdamSettings s = s_;
     s.lr = lr;
     ++steps_;  // bias correction counts steps from 1 (SPEC 6)
-    for (size_t i = 0; i < params_.size(); ++i) {
-      Tensor& w = params_[i].tensor;
-      backend_of(w).adam_step(w, grad_or_zero(w), m_[i], v_[i], steps_, s);
-    }
+    backend_of(flat_w_).adam_step(flat_w_, flat_g_, m_, v_, steps_, s);
   }
   std::vector<NamedTensor> state() override {
-    std::vector<NamedTensor> out;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      out.push_back({"adam_m." + params_[i].name, m_[i]});
-      out.push_back({"adam_v." + params_[i].name, v_[i]});
-    }
+    std::vector<NamedTensor> out = views("adam_m.", m_);
+    for (auto& v : views("adam_v.", v_)) out.push_back(v);
     return out;
   }
 
  private:
   AdamSettings s_;
-  std::vector<Tensor> m_, v_;
+  Tensor m_, v_;  // first and second moments, flat
 };
 
 }  // namespace

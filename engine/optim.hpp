@@ -12,21 +12,30 @@
 
 namespace sigmar {
 
+// The optimizer packs every parameter, its gradient and its state into flat buffers (the
+// parameters keep their shapes as views), so one fused update and one zeroing cover the whole
+// model: one kernel launch per step on the GPU, one parallel loop on the CPU.
 class Optimizer {
  public:
-  explicit Optimizer(std::vector<NamedTensor> params) : params_(std::move(params)) {}
+  explicit Optimizer(std::vector<NamedTensor> params);
   virtual ~Optimizer() = default;
   // One update of every parameter from its accumulated gradient, at learning rate `lr`.
   virtual void step(float lr) = 0;
-  // The per-parameter state a bit-identical continuation needs ("m.conv1.weight", ...);
-  // the step count is kept apart so that it stays an exact integer.
+  // Zeroes every parameter's gradient (one fill of the flat gradient buffer).
+  void zero_grad();
+  // The per-parameter state a bit-identical continuation needs ("adam_m.conv1.weight", ...)
+  // as views into the flat state; the step count is kept apart, an exact integer.
   virtual std::vector<NamedTensor> state() = 0;
   int64_t step_count() const { return steps_; }
   void set_step_count(int64_t t) { steps_ = t; }
 
  protected:
   std::vector<NamedTensor> params_;
+  std::vector<int64_t> offsets_;  // where each parameter starts in the flat buffers
+  Tensor flat_w_, flat_g_;        // [total] parameters and gradients
   int64_t steps_ = 0;
+  // Views of a flat state buffer, one per parameter, named prefix + parameter name.
+  std::vector<NamedTensor> views(const std::string& prefix, const Tensor& flat) const;
 };
 
 struct OptimizerConfig {

@@ -212,6 +212,27 @@ Tensor Tensor::view(const Shape& s) const {
   return t;
 }
 
+Tensor Tensor::view_at(int64_t offset, const Shape& s) const {
+  if (offset < 0 || offset + shape_numel(s) > numel()) {
+    throw std::out_of_range("view_at: " + shape_str(s) + " at offset " + std::to_string(offset) +
+                            " does not fit in " + shape_str(shape()));
+  }
+  Tensor t = view(shape());
+  t.impl_->shape = s;
+  t.impl_->offset_bytes += offset * dtype_size(dtype());
+  return t;
+}
+
+void Tensor::move_into(const Tensor& target) {
+  if (target.shape() != shape() || target.dtype() != dtype()) {
+    throw std::invalid_argument("move_into: " + shape_str(target.shape()) + " for " +
+                                shape_str(shape()));
+  }
+  device::copy(const_cast<Tensor&>(target).raw(), target.device(), raw(), device(), nbytes());
+  impl_->storage = target.impl_->storage;
+  impl_->offset_bytes = target.impl_->offset_bytes;
+}
+
 // ---- autograd bookkeeping --------------------------------------------------------------
 
 bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
@@ -237,6 +258,13 @@ void Tensor::accumulate_grad(const Tensor& g) {
   } else {
     backend_of(*this).add_inplace(impl_->grad, g);
   }
+}
+void Tensor::set_grad(const Tensor& g) {
+  need(impl_);
+  if (g.defined() && g.shape() != shape()) {
+    throw std::logic_error("set_grad: " + shape_str(g.shape()) + " for " + shape_str(shape()));
+  }
+  impl_->grad = g;
 }
 const std::shared_ptr<Node>& Tensor::grad_fn() const { return need(impl_).grad_fn; }
 void Tensor::set_grad_fn(std::shared_ptr<Node> node) {

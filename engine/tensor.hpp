@@ -83,13 +83,19 @@ class Tensor {
   // A view with another shape over the same storage (numel must match). Not recorded in the
   // graph: use ops::reshape for a differentiable reshape.
   Tensor view(const Shape& shape) const;
+  // A view of `shape` starting `offset` elements into this tensor's storage.
+  Tensor view_at(int64_t offset, const Shape& shape) const;
+  // Makes this tensor (every handle to it) live in `target`'s storage, a view of the same
+  // shape: its values are copied there first. Used to pack parameters into one flat buffer.
+  void move_into(const Tensor& target);
 
   // Autograd.
   bool requires_grad() const;
   Tensor& set_requires_grad(bool on);
   Tensor grad() const;       // undefined until a backward pass reaches this tensor
   void zero_grad();          // explicit zeroing (SPEC 1): fills an existing grad with 0
-  void accumulate_grad(const Tensor& g);  // grad += g (allocates a zero grad first)
+  void accumulate_grad(const Tensor& g);  // grad += g (a first gradient is copied in)
+  void set_grad(const Tensor& g);         // install a gradient buffer (e.g. a flat view)
   const std::shared_ptr<Node>& grad_fn() const;
   void set_grad_fn(std::shared_ptr<Node> node);
   // Runs reverse-mode autograd from this scalar (seed 1) or with an explicit seed.

@@ -170,7 +170,7 @@ void Trainer::step(StepStats& stats) {
         "--lambda", which, !std::isfinite(aux_value) ? aux_value : loss_value, epoch_ + 1,
         next_batch_ + 1, global_step() + 1));
   }
-  model_->zero_grad();
+  optimizer_->zero_grad();
   loss.backward();
   optimizer_->step(cfg_.schedule.lr_at(global_step(), total_steps()));
   if (aux_) {
