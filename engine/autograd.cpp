@@ -25,7 +25,9 @@ std::vector<Node*> topological_order(Node* root) {
   while (!stack.empty()) {
     auto& [node, next] = stack.back();
     if (next < node->inputs.size()) {
-      Node* child = node->inputs[next++].grad_fn().get();
+      const Tensor& input = node->inputs[next++];
+      // An optional input left out (a conv or linear without bias) is an undefined tensor.
+      Node* child = input.defined() ? input.grad_fn().get() : nullptr;
       if (child && seen.insert(child).second) stack.push_back({child, 0});
     } else {
       order.push_back(node);
