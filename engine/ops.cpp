@@ -55,6 +55,15 @@ void expect_same_device(const Tensor& a, const Tensor& b, const char* op) {
   }
 }
 
+// A per-channel vector (bias, γ, β, running statistics): undefined where optional, else [n].
+void expect_channels(const Tensor& t, int64_t n, const char* op, const char* what,
+                     const char* unit) {
+  if (t.defined() && (t.ndim() != 1 || t.dim(0) != n)) {
+    throw std::invalid_argument(std::string(op) + ": " + what + " " + shape_str(t.shape()) +
+                                " does not match " + std::to_string(n) + " " + unit);
+  }
+}
+
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dArgs args) {
@@ -65,6 +74,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dArgs args
                                 " channels but the weight expects " + std::to_string(w.dim(1)));
   }
   expect_same_device(x, w, "conv2d");
+  expect_same_device(x, b, "conv2d");
+  expect_channels(b, w.dim(0), "conv2d", "bias", "output channels");
   Tensor y;
   {
     profile::Scope timer("conv2d");
@@ -82,6 +93,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dArgs args
 
 Tensor max_pool2d(const Tensor& x, PoolArgs args) {
   expect_rank(x, 4, "max_pool2d", "input");
+  if (args.kernel < 1 || args.stride < 1) {
+    throw std::invalid_argument("max_pool2d: kernel and stride must be >= 1, got " +
+                                std::to_string(args.kernel) + " and " +
+                                std::to_string(args.stride));
+  }
   Tensor y;
   {
     profile::Scope timer("max_pool2d");
@@ -119,6 +135,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                                 " does not match weight " + shape_str(w.shape()));
   }
   expect_same_device(x, w, "linear");
+  expect_same_device(x, b, "linear");
+  expect_channels(b, w.dim(0), "linear", "bias", "outputs");
   Tensor y;
   {
     profile::Scope timer("linear");
@@ -177,6 +195,16 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     throw std::invalid_argument("batch_norm: input must be [N,C] or [N,C,H,W], got " +
                                 shape_str(x.shape()));
   }
+  const Tensor* params[] = {&gamma, &beta, &running_mean, &running_var};
+  for (const Tensor* t : params) {
+    if (!t->defined()) throw std::invalid_argument("batch_norm: gamma, beta and statistics "
+                                                   "are required");
+    expect_same_device(x, *t, "batch_norm");
+  }
+  expect_channels(gamma, x.dim(1), "batch_norm", "gamma", "channels");
+  expect_channels(beta, x.dim(1), "batch_norm", "beta", "channels");
+  expect_channels(running_mean, x.dim(1), "batch_norm", "running_mean", "channels");
+  expect_channels(running_var, x.dim(1), "batch_norm", "running_var", "channels");
   Backend& be = backend_of(x);
   if (!training) return be.batchnorm_eval(x, gamma, beta, running_mean, running_var, eps);
   BatchNormOut out =
@@ -249,7 +277,7 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
   if (labels.dtype() != DType::i32 || labels.ndim() != 1 || labels.dim(0) != logits.dim(0)) {
     throw std::invalid_argument("softmax_cross_entropy: labels must be int32 [" +
                                 std::to_string(logits.dim(0)) + "], got " +
-                                shape_str(labels.shape()));
+                                dtype_name(labels.dtype()) + " " + shape_str(labels.shape()));
   }
   return fused_loss("softmax_ce", backend_of(logits).softmax_ce(logits, labels), logits);
 }
