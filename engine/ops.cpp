@@ -3,6 +3,7 @@
 
 #include "engine/profile.hpp"
 
+#include <cmath>
 #include <stdexcept>
 
 namespace sigmar::profile {
@@ -62,6 +63,24 @@ void expect_channels(const Tensor& t, int64_t n, const char* op, const char* wha
     throw std::invalid_argument(std::string(op) + ": " + what + " " + shape_str(t.shape()) +
                                 " does not match " + std::to_string(n) + " " + unit);
   }
+}
+
+// Eval-mode batch norm is affine per channel: y = γ·(x − μ)·s + β, s = 1/√(σ² + eps), with the
+// running μ and σ² constants (copied here: a later training step updates them in place).
+// dx = γ·s·dy is the same map with μ = β = 0; dγ = Σ dy·x̂ and dβ = Σ dy are what the
+// training backward computes when handed μ and s as its saved statistics.
+std::function<std::vector<Tensor>(const Tensor&)> batch_norm_eval_backward(
+    const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& var, float eps) {
+  std::vector<float> s = var.to_vector();
+  for (float& v : s) v = 1.0f / std::sqrt(v + eps);
+  BatchNormOut saved{Tensor(), mean.clone(), Tensor::from(s, var.shape(), var.device())};
+  return [x, gamma, var = var.clone(), saved, eps](const Tensor& dy) {
+    Backend& be = backend_of(x);
+    Tensor zero = Tensor::zeros(var.shape(), var.device());
+    Tensor dx = be.batchnorm_eval(dy, gamma, zero, zero, var, eps);
+    BatchNormGrads g = be.batchnorm_backward(x, gamma, saved, dy);
+    return std::vector<Tensor>{dx, g.dgamma, g.dbeta};
+  };
 }
 
 }  // namespace
@@ -206,7 +225,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   expect_channels(running_mean, x.dim(1), "batch_norm", "running_mean", "channels");
   expect_channels(running_var, x.dim(1), "batch_norm", "running_var", "channels");
   Backend& be = backend_of(x);
-  if (!training) return be.batchnorm_eval(x, gamma, beta, running_mean, running_var, eps);
+  if (!training) {
+    Tensor y = be.batchnorm_eval(x, gamma, beta, running_mean, running_var, eps);
+    if (any_requires_grad({&x, &gamma, &beta})) {
+      record(y, "batch_norm_eval", {x, gamma, beta},
+             batch_norm_eval_backward(x, gamma, running_mean, running_var, eps));
+    }
+    return y;
+  }
   BatchNormOut out =
       be.batchnorm_train(x, gamma, beta, running_mean, running_var, momentum, eps);
   Tensor y = out.y;
