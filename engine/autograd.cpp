@@ -48,6 +48,13 @@ void Tensor::backward() const {
 }
 
 void Tensor::backward(const Tensor& seed) const {
+  // The seed is ∂L/∂(this): the ops' backward calls read it as one, so it must match.
+  if (seed.shape() != shape() || seed.device() != device() || seed.dtype() != DType::f32) {
+    throw std::invalid_argument("backward: seed " + std::string(dtype_name(seed.dtype())) +
+                                " " + shape_str(seed.shape()) + " on " +
+                                device_name(seed.device()) + " for a tensor " +
+                                shape_str(shape()) + " on " + device_name(device()));
+  }
   if (!grad_fn()) {
     // A leaf: its gradient is the seed itself.
     if (requires_grad()) const_cast<Tensor*>(this)->accumulate_grad(seed);
