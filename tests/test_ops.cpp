@@ -92,6 +92,35 @@ bool same_bits(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
+// ---- the checker itself -----------------------------------------------------------------------
+
+TEST_CASE("op: the gradient checker catches a wrong gradient and skips straddled kinks") {
+  // A fused loss whose stored gradient is off by 1% in one entry must fail the check.
+  auto half_square = [](bool wrong) {
+    return [wrong](const std::vector<Tensor>& in) {
+      std::vector<float> v = in[0].to_vector(), g = v;
+      double l = 0;
+      for (float e : v) l += 0.5 * double(e) * e;
+      if (wrong) g[2] *= 1.01f;
+      return ops::fused_loss("half_square", {Tensor::from({float(l)}, {1}),
+                                             Tensor::from(g, in[0].shape())}, in[0]);
+    };
+  };
+  GradCheckOptions o;
+  Tensor x = Tensor::from({3.0f, -2.0f, 4.0f}, {3}).set_requires_grad(true);
+  CHECK(testing::gradcheck(half_square(false), {x}, o).worst <= o.tolerance);
+  Tensor x2 = Tensor::from({3.0f, -2.0f, 4.0f}, {3}).set_requires_grad(true);
+  CHECK(testing::gradcheck(half_square(true), {x2}, o).worst > o.tolerance);
+
+  // ReLU inputs within h of 0: the difference straddles the kink and must be skipped.
+  Tensor near = Tensor::from({0.004f, -0.003f, 0.5f, -0.5f}, {4}).set_requires_grad(true);
+  testing::GradCheckReport r = testing::gradcheck(
+      [](const std::vector<Tensor>& in) { return ops::relu(in[0]); }, {near}, piecewise_op());
+  CHECK(r.skipped == 2);
+  CHECK(r.checked == 2);
+  CHECK(r.worst <= 1e-6);
+}
+
 // ---- gradient checks, one per op ------------------------------------------------------------
 
 TEST_CASE("op: conv2d 3x3 stride 2 pad 1 with bias, gradients of x, w, b") {
