@@ -138,10 +138,9 @@ class CpuBackend final : public Backend {
 #pragma omp parallel for
     for (int64_t nc = 0; nc < N * C; ++nc) {
       const float* plane = xp + nc * H * W;
+      float* out = yp + nc * Ho * Wo;
       for (int64_t i = 0; i < Ho; ++i)
-        for (int64_t j = 0; j < Wo; ++j) {
-          yp[(nc * Ho + i) * Wo + j] = plane[argmax_in_window(plane, W, i, j, a)];
-        }
+        for (int64_t j = 0; j < Wo; ++j) out[i * Wo + j] = plane[window_argmax(plane, W, i, j, a)];
     }
     return y;
   }
@@ -149,19 +148,22 @@ class CpuBackend final : public Backend {
   Tensor maxpool_backward(const Tensor& x, const Tensor&, const Tensor& dy, PoolArgs a) override {
     expect_cpu(x, "max_pool2d_backward");
     auto [N, C, H, W] = dims4(x);
-    int64_t Ho = dy.dim(2), Wo = dy.dim(3);
-    Tensor dx = Tensor::zeros(x.shape(), Device::cpu);
+    const int64_t Ho = dy.dim(2), Wo = dy.dim(3);
+    Tensor dx = Tensor::empty(x.shape(), Device::cpu);
     const float* xp = x.data();
     const float* dyp = dy.data();
     float* dxp = dx.data();
-    // One thread per plane: overlapping windows scatter into the same plane only.
+    // One thread per plane: overlapping windows scatter into their own plane only. The
+    // argmax is recomputed from x rather than stored: one more read of x is cheaper than an
+    // index tensor written in the forward and read here.
 #pragma omp parallel for
     for (int64_t nc = 0; nc < N * C; ++nc) {
       const float* plane = xp + nc * H * W;
+      const float* g = dyp + nc * Ho * Wo;
+      float* d = dxp + nc * H * W;
+      std::fill(d, d + H * W, 0.0f);  // zeroed here, in parallel, where it is written next
       for (int64_t i = 0; i < Ho; ++i)
-        for (int64_t j = 0; j < Wo; ++j) {
-          dxp[nc * H * W + argmax_in_window(plane, W, i, j, a)] += dyp[(nc * Ho + i) * Wo + j];
-        }
+        for (int64_t j = 0; j < Wo; ++j) d[window_argmax(plane, W, i, j, a)] += g[i * Wo + j];
     }
     return dx;
   }
@@ -541,16 +543,27 @@ class CpuBackend final : public Backend {
     return (n - a.kernel) / a.stride + 1;
   }
 
-  // SPEC 1: the first maximum in row-major order of the window wins (strict >).
-  static int64_t argmax_in_window(const float* plane, int64_t W, int64_t i, int64_t j,
-                                  PoolArgs a) {
-    int64_t best = (i * a.stride) * W + j * a.stride;
+  // SPEC 1: the first maximum in row-major order of the window wins (strict >); a NaN wins
+  // over numbers, so it propagates as in PyTorch. Returns the index inside the plane.
+  static int64_t window_argmax(const float* plane, int64_t W, int64_t i, int64_t j,
+                               PoolArgs a) {
+    const int64_t top = i * a.stride, left = j * a.stride;
+    int64_t best = top * W + left;
+    if (a.kernel == 2) {  // LeNet++'s pool, unrolled: the four candidates in scan order
+      const int64_t c[3] = {best + 1, best + W, best + W + 1};
+      for (int64_t k : c) best = takes_over(plane[k], plane[best]) ? k : best;
+      return best;
+    }
     for (int64_t di = 0; di < a.kernel; ++di)
       for (int64_t dj = 0; dj < a.kernel; ++dj) {
-        int64_t k = (i * a.stride + di) * W + j * a.stride + dj;
-        if (plane[k] > plane[best] || std::isnan(plane[k])) best = k;
+        const int64_t k = (top + di) * W + left + dj;
+        best = takes_over(plane[k], plane[best]) ? k : best;
       }
     return best;
+  }
+
+  static bool takes_over(float candidate, float best) {
+    return candidate > best || candidate != candidate;
   }
 
   static Shape shape_of(const memory::desc& md) {

@@ -54,10 +54,12 @@ void prelu_backward(const float* x, const float* a, const float* dy, int64_t N, 
 #pragma omp simd
       for (int64_t s = 0; s < S; ++s) dxr[s] = xr[s] > 0.0f ? gr[s] : slope * gr[s];
     }
-    // ∂y/∂a = x where x ≤ 0 (0 at x == 0 either way), so da collects x·dy there.
-    double acc = 0.0;
+    // ∂y/∂a = x where x ≤ 0 (0 at x == 0 either way), so da collects x·dy there. A run is
+    // one feature map (S ≤ a few thousand values): float lanes are exact enough within it
+    // and vectorise fully; the runs are then summed in double, in a fixed order, below.
+    float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
-    for (int64_t s = 0; s < S; ++s) acc += xr[s] > 0.0f ? 0.0 : double(xr[s]) * double(gr[s]);
+    for (int64_t s = 0; s < S; ++s) acc += xr[s] > 0.0f ? 0.0f : xr[s] * gr[s];
     run_da[r] = acc;
   }
 
