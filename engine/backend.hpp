@@ -7,10 +7,10 @@
 // weight [out, in] with y = x·Wᵀ + b, labels int32 [B].
 #pragma once
 
-#include "engine/tensor.hpp"
-
 #include <string>
 #include <vector>
+
+#include "engine/tensor.hpp"
 
 namespace sigmar {
 
@@ -45,8 +45,8 @@ struct LossOut {
 
 // Settings of σ²R that are not state (SPEC 2.4).
 struct S2RSettings {
-  float slope = 1.0f;          // k
-  bool detached = false;       // weight_grad = detached drops the d·∂w/∂d term
+  float slope = 1.0f;     // k
+  bool detached = false;  // weight_grad = detached drops the d·∂w/∂d term
   float eps = 1e-6f;
 };
 
@@ -70,8 +70,7 @@ class Backend {
   virtual Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b,
                                 Conv2dArgs args) = 0;
   virtual ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy,
-                                    Conv2dArgs args, bool need_dx, bool need_dw,
-                                    bool need_db) = 0;
+                                    Conv2dArgs args, bool need_dx, bool need_dw, bool need_db) = 0;
 
   // ---- max pooling: first maximum in row-major window order takes the gradient (SPEC 1)
   virtual Tensor maxpool_forward(const Tensor& x, PoolArgs args) = 0;
@@ -91,12 +90,13 @@ class Backend {
   virtual Tensor relu_forward(const Tensor& x) = 0;
   virtual Tensor relu_backward(const Tensor& x, const Tensor& dy) = 0;
   virtual Tensor prelu_forward(const Tensor& x, const Tensor& a) = 0;
-  virtual ConvGrads prelu_backward(const Tensor& x, const Tensor& a, const Tensor& dy) = 0;  // dx, dw=da
+  virtual ConvGrads prelu_backward(const Tensor& x, const Tensor& a,
+                                   const Tensor& dy) = 0;  // dx, dw=da
 
   // ---- batch norm over channel dim 1 of [N,C] or [N,C,H,W] (SPEC 1 statistics)
   virtual BatchNormOut batchnorm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                       Tensor& running_mean, Tensor& running_var,
-                                       float momentum, float eps) = 0;
+                                       Tensor& running_mean, Tensor& running_var, float momentum,
+                                       float eps) = 0;
   virtual Tensor batchnorm_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                 const Tensor& running_mean, const Tensor& running_var,
                                 float eps) = 0;
@@ -120,8 +120,8 @@ class Backend {
   virtual LossOut snnl(const Tensor& x, const Tensor& labels, float temperature) = 0;
   virtual LossOut s2r_loss(const Tensor& x, const Tensor& labels, const Tensor& centers,
                            const Tensor& variances, S2RSettings s) = 0;
-  virtual void s2r_update(const Tensor& x, const Tensor& labels, Tensor& centers,
-                          Tensor& variances, float alpha) = 0;
+  virtual void s2r_update(const Tensor& x, const Tensor& labels, Tensor& centers, Tensor& variances,
+                          float alpha) = 0;
 
   // ---- optimizer updates, in place on one parameter tensor and its state
   virtual void sgd_step(Tensor& w, const Tensor& g, Tensor& momentum_buf, SgdSettings s) = 0;

@@ -58,7 +58,9 @@ HostPool& host_pool() {
   return *pool;
 }
 
-size_t rounded(size_t bytes) { return bytes == 0 ? kAlign : (bytes + kAlign - 1) / kAlign * kAlign; }
+size_t rounded(size_t bytes) {
+  return bytes == 0 ? kAlign : (bytes + kAlign - 1) / kAlign * kAlign;
+}
 
 [[noreturn]] void no_cuda() {
   throw std::runtime_error(

@@ -1,10 +1,10 @@
 // Differentiable ops (see ops.hpp): forward on the backend, a Node for the backward.
 #include "engine/ops.hpp"
 
-#include "engine/profile.hpp"
-
 #include <cmath>
 #include <stdexcept>
+
+#include "engine/profile.hpp"
 
 namespace sigmar::profile {
 namespace {
@@ -207,17 +207,18 @@ Tensor prelu(const Tensor& x, const Tensor& a) {
   return y;
 }
 
-Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                  Tensor& running_mean, Tensor& running_var, bool training, float momentum,
-                  float eps) {
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                  Tensor& running_var, bool training, float momentum, float eps) {
   if (x.ndim() != 2 && x.ndim() != 4) {
     throw std::invalid_argument("batch_norm: input must be [N,C] or [N,C,H,W], got " +
                                 shape_str(x.shape()));
   }
   const Tensor* params[] = {&gamma, &beta, &running_mean, &running_var};
   for (const Tensor* t : params) {
-    if (!t->defined()) throw std::invalid_argument("batch_norm: gamma, beta and statistics "
-                                                   "are required");
+    if (!t->defined())
+      throw std::invalid_argument(
+          "batch_norm: gamma, beta and statistics "
+          "are required");
     expect_same_device(x, *t, "batch_norm");
   }
   expect_channels(gamma, x.dim(1), "batch_norm", "gamma", "channels");
@@ -233,8 +234,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     }
     return y;
   }
-  BatchNormOut out =
-      be.batchnorm_train(x, gamma, beta, running_mean, running_var, momentum, eps);
+  BatchNormOut out = be.batchnorm_train(x, gamma, beta, running_mean, running_var, momentum, eps);
   Tensor y = out.y;
   if (any_requires_grad({&x, &gamma, &beta})) {
     out.y = Tensor();  // the closure must not keep its own output alive

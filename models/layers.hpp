@@ -2,12 +2,12 @@
 // them with PyTorch's default initialisation (SPEC 1) and calls the differentiable ops.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "engine/module.hpp"
 #include "engine/ops.hpp"
 #include "engine/rng.hpp"
-
-#include <string>
-#include <vector>
 
 namespace sigmar::layers {
 

@@ -2,18 +2,18 @@
 // on the CPU, the unit of work of sigmar-train. tools/bench_step.sh runs it beside the same
 // step in PyTorch and prints the ratio. Prints one JSON line:
 //   {"engine":"sigmar","batch":128,"threads":2,"ms_per_step":..., "img_per_s":..., ...}
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+
 #include "engine/backend.hpp"
 #include "engine/ops.hpp"
 #include "engine/optim.hpp"
 #include "engine/profile.hpp"
 #include "models/models.hpp"
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
-
-#include <algorithm>
-#include <chrono>
-#include <iostream>
 
 using namespace sigmar;
 
@@ -56,7 +56,9 @@ int main(int argc, char** argv) {
     auto t2 = clock::now();
     opt->step(1e-3f);
     auto t3 = clock::now();
-    auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+    auto ms = [](auto a, auto b) {
+      return std::chrono::duration<double, std::milli>(b - a).count();
+    };
     *fwd_ms = ms(t0, t1);
     *bwd_ms = ms(t1, t2);
     *opt_ms = ms(t2, t3);
@@ -66,8 +68,7 @@ int main(int argc, char** argv) {
   std::vector<double> total, fwd, bwd, upd;
   profile::enable(show_profile);
   auto start = clock::now();
-  while (total.size() < 3 ||
-         std::chrono::duration<double>(clock::now() - start).count() < budget) {
+  while (total.size() < 3 || std::chrono::duration<double>(clock::now() - start).count() < budget) {
     step(&f, &b, &o);
     fwd.push_back(f);
     bwd.push_back(b);
@@ -89,7 +90,6 @@ int main(int argc, char** argv) {
       "{{\"engine\":\"sigmar\",\"batch\":{},\"threads\":{},\"steps\":{},\"ms_per_step\":{:.2f},"
       "\"forward_ms\":{:.2f},\"backward_ms\":{:.2f},\"optimizer_ms\":{:.2f},"
       "\"img_per_s\":{:.1f}}}\n",
-      batch, threads, total.size(), ms, median(fwd), median(bwd), median(upd),
-      batch * 1000.0 / ms);
+      batch, threads, total.size(), ms, median(fwd), median(bwd), median(upd), batch * 1000.0 / ms);
   return 0;
 }
