@@ -46,13 +46,6 @@ __device__ inline T warp_sum(T v) {
   return v;
 }
 
-template <typename T>
-__device__ inline T warp_min(T v) {
-  for (int offset = kWarp / 2; offset > 0; offset >>= 1)
-    v = min(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  return v;
-}
-
 __device__ inline float warp_max(float v) {
   for (int offset = kWarp / 2; offset > 0; offset >>= 1)
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));

@@ -257,7 +257,7 @@ CudaBackend::CudaBackend() {
   cublas_workspace_bytes_ = size_t(32) << 20;
   cublas_workspace_ = alloc(cublas_workspace_bytes_);
   CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, cublas_workspace_bytes_));
-  // Device pointer mode stays host: alpha and beta are host floats.
+  // Host pointer mode: alpha and beta are passed as host floats.
   CUBLAS_CHECK(cublasSetPointerMode(cublas_, CUBLAS_POINTER_MODE_HOST));
 }
 
