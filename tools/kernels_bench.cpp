@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <immintrin.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -46,7 +47,7 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// ---- timing one call on a device ------------------------------------------------------------
+// ---- timing one call on a device ---------------------------------------------------------------
 // CPU: wall time around the call (our kernels and the references return when done).
 // GPU: events on the run's stream around the call, then a wait: the GPU time of everything
 // the call queued, including gaps while the host was still launching.
@@ -94,18 +95,25 @@ class Timer {
 #endif
 };
 
-// ---- machine limits ---------------------------------------------------------------------------
+// ---- machine limits ----------------------------------------------------------------------------
 
 struct Limits {
-  double copy_gbps = 0;   // bytes read + bytes written per second, large copies, all threads
-  double fma_gflops = 0;  // fused multiply-adds in registers, all threads (2 FLOPs each)
-  std::string fma_kind;   // which instructions reached it
+  double copy_gbps = 0;    // bytes read + bytes written per second, large copies, all threads
+  double fma_gflops = 0;   // fused multiply-adds in registers, all threads (2 FLOPs each)
+  std::string fma_kind;    // which instructions reached it
+  double cache_bytes = 0;  // the last-level cache: work that fits may beat the copy bandwidth
 };
 
-// Copy bandwidth: each thread copies its own slice of a 256 MiB buffer (memcpy, which streams
-// past the caches at this size); the best of repeated passes over about 0.4 s.
+double last_level_cache() {
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE), l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  return double(std::max({l3, l2, 0L}));
+}
+
+// Copy bandwidth: each thread copies its own slice of a buffer of at least 256 MiB and at least
+// the last-level cache (memcpy, which streams past the caches at this size); the best of
+// repeated passes over about 0.4 s.
 double cpu_copy_gbps() {
-  const size_t n = size_t(64) << 20;  // floats: 256 MiB per buffer
+  const size_t n = std::max(size_t(64) << 20, size_t(last_level_cache() / sizeof(float)));
   std::unique_ptr<float[]> a(new float[n]), b(new float[n]);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) a[i] = float(i & 1023), b[i] = 0.0f;  // first touch per thread
@@ -180,6 +188,10 @@ void cpu_fma(Limits& l) {
 Limits gpu_limits() {
   Limits l;
   l.fma_kind = "fp32 FMA (CUDA cores)";
+  int dev = 0, l2 = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+  l.cache_bytes = l2;
   Timer timer(Device::cuda);
   const size_t bytes = size_t(1) << 30;
   Tensor a = Tensor::zeros({int64_t(bytes / 4)}, Device::cuda);
@@ -208,6 +220,7 @@ Limits measure_limits(Device d) {
   (void)d;
   Limits l;
   l.copy_gbps = cpu_copy_gbps();
+  l.cache_bytes = last_level_cache();
   cpu_fma(l);
   return l;
 }
@@ -220,8 +233,7 @@ std::string cpu_model() {
   return "unknown CPU";
 }
 
-// ---- comparing outputs
-// -----------------------------------------------------------------------------
+// ---- comparing outputs -------------------------------------------------------------------------
 
 struct Agreement {
   double err = 0;     // largest relative error over the compared outputs
@@ -268,8 +280,7 @@ std::string params_str(const KernelSpec& k, const Params& p) {
 
 }  // namespace
 
-// ---- check
-// -------------------------------------------------------------------------------------------
+// ---- check -------------------------------------------------------------------------------------
 
 int check_command(const CheckOptions& o, std::ostream& out) {
   std::string why;
@@ -309,8 +320,7 @@ int check_command(const CheckOptions& o, std::ostream& out) {
   return failures ? 1 : 0;
 }
 
-// ---- bench
-// -------------------------------------------------------------------------------------------
+// ---- bench -------------------------------------------------------------------------------------
 
 namespace {
 
@@ -329,10 +339,12 @@ struct Row {
   std::vector<RefResult> refs;
 };
 
-// Roofline fraction: the time the limits allow for this work over the time it took.
+// Roofline fraction: the time the limits allow for this work over the time it took. The bound
+// says which limit sets that time; "cache" is a memory-bound row whose bytes fit in the
+// last-level cache, which can then run faster than the copy bandwidth (over 100%).
 double roofline(const Cost& c, const Limits& l, double us, std::string* bound) {
   const double t_mem = c.bytes / (l.copy_gbps * 1e3), t_fma = c.flops / (l.fma_gflops * 1e3);
-  *bound = t_mem >= t_fma ? "mem" : "fma";
+  *bound = t_mem < t_fma ? "fma" : c.bytes <= l.cache_bytes ? "cache" : "mem";
   return std::max(t_mem, t_fma) / us;
 }
 
@@ -444,9 +456,11 @@ int bench_command(const BenchOptions& o, std::ostream& out) {
   const std::string machine =
       o.device == Device::cpu ? fmt::format("{}, {} threads", cpu_model(), omp_get_max_threads())
                               : backend_for(Device::cuda).describe();
-  out << fmt::format("machine: {}\n  {}\n  measured limits: copy {:.1f} GB/s, {} {:.1f} GFLOP/s\n",
-                     machine, backend_for(o.device).describe(), limits.copy_gbps, limits.fma_kind,
-                     limits.fma_gflops);
+  out << fmt::format(
+      "machine: {}\n  {}\n  measured limits: copy {:.1f} GB/s, {} {:.1f} GFLOP/s; last-level "
+      "cache {:.0f} MiB\n",
+      machine, backend_for(o.device).describe(), limits.copy_gbps, limits.fma_kind,
+      limits.fma_gflops, limits.cache_bytes / (1 << 20));
   out << fmt::format(
       "  times: median of alternating runs over {:.2g} s per row after {} "
       "warm-up calls; 'of limit' = roofline time / our time\n",
@@ -473,7 +487,8 @@ int bench_command(const BenchOptions& o, std::ostream& out) {
                        {"limits",
                         {{"copy_GBps", limits.copy_gbps},
                          {"fma_GFLOPps", limits.fma_gflops},
-                         {"fma_kind", limits.fma_kind}}},
+                         {"fma_kind", limits.fma_kind},
+                         {"cache_bytes", limits.cache_bytes}}},
                        {"seconds_per_row", o.seconds},
                        {"warmup", o.warmup},
                        {"rows", rows}};

@@ -30,7 +30,7 @@ unsigned blocks_for(int64_t n, int threads = kThreads) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += int64_t(gridDim.x) * blockDim.x)
 
-// ---- elementwise ----------------------------------------------------------------------------
+// ---- elementwise -------------------------------------------------------------------------------
 // Op numbers: Unary in kernels_reference.hpp order.
 template <int OP>
 __device__ float apply1(float x, float s) {
@@ -86,7 +86,7 @@ void launch_binary(int mode, const float* a, const float* b, float value, float*
   cuda::check_launch("lab binary_kernel");
 }
 
-// ---- reductions ---------------------------------------------------------------------------------
+// ---- reductions --------------------------------------------------------------------------------
 template <int OP>
 __device__ float combine(float a, float b) {
   return OP == 0 ? a + b : fmaxf(a, b);
@@ -130,8 +130,7 @@ void launch_reduce(const float* a, float* y, int64_t R, int64_t K, cudaStream_t 
 
 constexpr int64_t kSumBlocks = 1024;
 
-// ---- indexing
-// --------------------------------------------------------------------------------------
+// ---- indexing ----------------------------------------------------------------------------------
 __global__ void gather_kernel(const float* table, const int32_t* idx, float* y, int64_t n,
                               int64_t K) {
   GRID_STRIDE(i, n) y[i] = table[int64_t(idx[i / K]) * K + i % K];
@@ -196,8 +195,7 @@ int sm_count() {
   return sms;
 }
 
-// ---- cuBLAS
-// ----------------------------------------------------------------------------------------
+// ---- cuBLAS ------------------------------------------------------------------------------------
 cublasHandle_t blas(cudaStream_t st) {
   static cublasHandle_t h = [] {
     cublasHandle_t made = nullptr;
@@ -342,8 +340,7 @@ void linear(const float* x, const float* w, const float* b, const float* dy, con
   if (db) gemm(true, false, O, 1, N, dy, O, ones, 1, 0.0f, db, 1, st);  // db = dyᵀ·1
 }
 
-// ---- cuDNN
-// ---------------------------------------------------------------------------------------
+// ---- cuDNN -------------------------------------------------------------------------------------
 struct CudnnConv {
   cudnnHandle_t h = nullptr;
   cudnnTensorDescriptor_t x = nullptr, y = nullptr, b = nullptr;

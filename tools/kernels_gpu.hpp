@@ -56,7 +56,7 @@ void conv_run(CudnnConv* c, const float* x, const float* w, const float* b, cons
               float* y, float* dx, float* dw, float* db);
 void conv_destroy(CudnnConv* c);
 
-// ---- machine limits -------------------------------------------------------------------------
+// ---- machine limits ----------------------------------------------------------------------------
 void empty_kernel(cudaStream_t stream);
 // Independent FMA chains in registers on every SM; returns the FLOPs one launch performs.
 double fma_kernel(float* sink, cudaStream_t stream);

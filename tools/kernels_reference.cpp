@@ -32,7 +32,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 [[noreturn]] void bad(const std::string& what) { throw std::invalid_argument(what); }
 
-// ---- shapes shared by both devices -----------------------------------------------------------
+// ---- shapes shared by both devices -------------------------------------------------------------
 
 struct Rows {
   int64_t R, K;
@@ -60,7 +60,7 @@ Tensor first_defined(const TensorMap& in) {
   bad("reference: no inputs");
 }
 
-// ---- the CPU generic ops ----------------------------------------------------------------------
+// ---- the CPU generic ops -----------------------------------------------------------------------
 
 template <typename F>
 Tensor map1(const Tensor& a, F f) {
@@ -301,7 +301,7 @@ class CpuOps final : public GenericOps {
 };
 
 #ifdef SIGMAR_CUDA
-// ---- the GPU generic ops: the same ops as single-purpose kernels (tools/kernels_gpu.cu) ----
+// ---- the GPU generic ops: the same ops as single-purpose kernels (tools/kernels_gpu.cu) --------
 static_assert(int(Unary::greater) == 8 && int(Binary::div) == 3 && int(Reduce::max) == 1,
               "kernels_gpu.cu numbers the ops in the order of kernels_reference.hpp");
 
@@ -409,7 +409,7 @@ GenericOps& generic_ops(Device device) {
 #endif
 }
 
-// ---- the chains ---------------------------------------------------------------------------------
+// ---- the chains --------------------------------------------------------------------------------
 // Short names so that each chain reads like the framework code it stands for.
 namespace {
 struct Chain {
@@ -580,7 +580,7 @@ TensorMap chain_prelu(GenericOps& g, const TensorMap& in, const Params&) {
           {"grad_weight", da.view(a.shape())}};
 }
 
-// ---- references ---------------------------------------------------------------------------------
+// ---- references --------------------------------------------------------------------------------
 
 namespace {
 
@@ -600,7 +600,7 @@ class ChainReference final : public Reference {
   TensorMap out_;
 };
 
-// ---- oneDNN convolution, called directly --------------------------------------------------------
+// ---- oneDNN convolution, called directly -------------------------------------------------------
 using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
@@ -712,7 +712,7 @@ class OnednnConv final : public Reference {
   memory x_fwd_, w_fwd_, w_bwd_, dy_bwd_d_, x_bwd_w_, dy_bwd_w_, b_, db_, y_, dx_, dw_;
 };
 
-// ---- linear layer and X·Xᵀ by oneDNN's sgemm --------------------------------------------------
+// ---- linear layer and X·Xᵀ by oneDNN's sgemm ---------------------------------------------------
 class SgemmLinear final : public Reference {
  public:
   SgemmLinear(const TensorMap& in, const Params&)
@@ -770,7 +770,7 @@ class SgemmGram final : public Reference {
 };
 
 #ifdef SIGMAR_CUDA
-// ---- the same on the GPU: cuDNN and cuBLAS called directly (tools/kernels_gpu.cu) ------------
+// ---- the same on the GPU: cuDNN and cuBLAS called directly (tools/kernels_gpu.cu) --------------
 class CudnnConvRef final : public Reference {
  public:
   CudnnConvRef(const TensorMap& in, const Params& p) : in_(in) {

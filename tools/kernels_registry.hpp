@@ -93,12 +93,12 @@ struct KernelSpec {
   double ref_rtol = 1e-4;
 };
 
-// ---- the table ---------------------------------------------------------------------------
+// ---- the table ---------------------------------------------------------------------------------
 const std::vector<KernelSpec>& registry();
 // Throws std::invalid_argument naming the unknown kernel and listing the known ones.
 const KernelSpec& find_kernel(const std::string& name);
 
-// ---- parameters, sizes and inputs -----------------------------------------------------------
+// ---- parameters, sizes and inputs --------------------------------------------------------------
 // Defaults overridden by "k=v" settings; unknown names and bad values are errors naming them.
 Params parse_params(const KernelSpec& k, const std::vector<std::string>& settings);
 // "B=1024,D=128" over k.sizes; a name that is a param sets the param in `params`.
@@ -126,7 +126,7 @@ void write_outputs(const TensorMap& outputs, const std::string& dir);
 // differ or a NaN appears in one only); equal infinities count as equal.
 double relative_error(const Tensor& a, const Tensor& b);
 
-// ---- the commands (sigmar-kernels SUBCOMMAND); each returns the exit status --------------
+// ---- the commands (sigmar-kernels SUBCOMMAND); each returns the exit status --------------------
 struct RunOptions {
   std::string kernel;
   std::map<std::string, std::string> inputs;  // NAME -> FILE.npy
