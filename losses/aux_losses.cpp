@@ -2,6 +2,7 @@
 // is one fused kernel call on the backend; the state moves by SPEC's rule in update().
 
 #include "engine/ops.hpp"
+#include "kernels/kernels.hpp"
 #include "losses/aux_loss.hpp"
 
 namespace sigmar {
@@ -35,14 +36,24 @@ class CenterLoss final : public AuxLoss {
 // Soft nearest neighbour loss (SPEC 2.3, Frosst et al. 2019): stateless.
 class SoftNearestNeighbourLoss final : public AuxLoss {
  public:
-  explicit SoftNearestNeighbourLoss(const AuxLossConfig& c) : temperature_(c.temperature) {}
+  SoftNearestNeighbourLoss(const AuxLossConfig& c, int64_t classes)
+      : temperature_(c.temperature), classes_(classes) {}
   std::string name() const override { return "snnl"; }
   Tensor forward(const Tensor& x, const Tensor& labels) override {
+    // The kernel needs no class count, so it cannot see a label ≥ C; the loss knows C and
+    // checks here, before any kernel reads the labels (CASES 5).
+    if (labels.device() == Device::cpu) {
+      kernels::check_labels(labels.data_i32(), labels.numel(), classes_, "snnl loss");
+    } else {
+      std::vector<int32_t> host = labels.to_vector_i32();
+      kernels::check_labels(host.data(), labels.numel(), classes_, "snnl loss");
+    }
     return ops::fused_loss("snnl", backend_of(x).snnl(x, labels, temperature_), x);
   }
 
  private:
   float temperature_;
+  int64_t classes_;
 };
 
 // σ²R (SPEC 2.4): the center error of each sample scaled by a sigmoid of how far it lies
@@ -92,7 +103,7 @@ std::unique_ptr<AuxLoss> make_aux_loss(const AuxLossConfig& c, int64_t classes, 
     if (!(c.temperature > 0.0f)) {
       throw std::invalid_argument("--snnl-temperature must be > 0");
     }
-    return std::make_unique<SoftNearestNeighbourLoss>(c);
+    return std::make_unique<SoftNearestNeighbourLoss>(c, classes);
   }
   if (c.kind == "s2r") {
     if (!(c.slope > 0.0f)) throw std::invalid_argument("--s2r-slope must be > 0");

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 build=${SIGMAR_BUILD:-build}
-ninja -C "$build"
+ninja -C "$build" tools/sigmar-train
 exec "$build/tools/sigmar-train" --out runs/main --overwrite "$@"
