@@ -54,6 +54,12 @@ struct ConvPlan {
   dnnl::convolution_backward_weights::primitive_desc bwd_w_pd;
   dnnl::convolution_backward_weights bwd_w;
   std::map<int, memory> scratch;  // reorder targets, reused call after call
+  // Which tensor the forward last reordered into scratch slot 0. The weight-gradient pass
+  // needs the same input in the same blocked layout: when the tensor is unchanged since (same
+  // storage, offset and version), it reads slot 0 instead of reordering the input again.
+  std::weak_ptr<Storage> x_owner;
+  size_t x_offset = 0;
+  uint64_t x_version = 0;
 };
 
 class CpuBackend final : public Backend {
@@ -76,6 +82,7 @@ class CpuBackend final : public Backend {
     ConvPlan& p = plan(x, w, b.defined(), args);
     Tensor y = Tensor::empty(shape_of(p.y_md), Device::cpu);
     memory xm = to_layout(p, 0, p.x_md, x.raw(), p.fwd_pd.src_desc());
+    remember_input(p, x);
     memory wm = to_layout(p, 1, p.w_md, w.raw(), p.fwd_pd.weights_desc());
     memory ym = scratch_or_user(p, 2, p.fwd_pd.dst_desc(), p.y_md, y.raw());
     std::unordered_map<int, memory> io{{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm},
@@ -108,7 +115,8 @@ class CpuBackend final : public Backend {
     }
     if (need_dw || need_db) {
       g.dw = Tensor::empty(w.shape(), Device::cpu);
-      memory xm = to_layout(p, 6, p.x_md, x.raw(), p.bwd_w_pd.src_desc());
+      memory xm = reordered_input_still_valid(p, x) ? p.scratch[0]
+                  : to_layout(p, 6, p.x_md, x.raw(), p.bwd_w_pd.src_desc());
       memory dyw = dym.get_desc() == p.bwd_w_pd.diff_dst_desc()
                        ? dym
                        : to_layout(p, 7, p.y_md, dy.raw(), p.bwd_w_pd.diff_dst_desc());
@@ -660,6 +668,20 @@ class CpuBackend final : public Backend {
         memory::desc(yd, dt::f32, tag::any), p.strides, p.pad, p.pad);
     p.bwd_w_pd = dnnl::convolution_backward_weights::primitive_desc(d, engine_, fd);
     p.bwd_w = dnnl::convolution_backward_weights(p.bwd_w_pd);
+  }
+
+  void remember_input(ConvPlan& p, const Tensor& x) {
+    const auto& storage = x.impl()->storage;
+    p.x_owner = storage;
+    p.x_offset = x.impl()->offset_bytes;
+    p.x_version = storage->version;
+  }
+
+  bool reordered_input_still_valid(ConvPlan& p, const Tensor& x) {
+    if (!p.scratch.count(0) || p.bwd_w_pd.src_desc() != p.fwd_pd.src_desc()) return false;
+    const auto owner = p.x_owner.lock();
+    return owner && owner == x.impl()->storage && p.x_offset == x.impl()->offset_bytes &&
+           p.x_version == owner->version;
   }
 
   // The user buffer when the primitive wants the plain layout, else a reordered copy.

@@ -118,7 +118,9 @@ DType Tensor::dtype() const { return need(impl_).dtype; }
 size_t Tensor::nbytes() const { return numel() * dtype_size(dtype()); }
 
 void* Tensor::raw() {
-  return static_cast<char*>(need(impl_).storage->ptr) + impl_->offset_bytes;
+  Storage& st = *need(impl_).storage;
+  ++st.version;  // the caller may write through this pointer
+  return static_cast<char*>(st.ptr) + impl_->offset_bytes;
 }
 const void* Tensor::raw() const {
   return static_cast<const char*>(need(impl_).storage->ptr) + impl_->offset_bytes;

@@ -30,6 +30,9 @@ struct Storage {
   void* ptr = nullptr;
   size_t bytes = 0;
   Device device = Device::cpu;
+  // Bumped by every mutable access (Tensor::raw() and the typed data() calls that use it), so
+  // a cache derived from the contents (a reordered copy) can tell whether it is still valid.
+  uint64_t version = 0;
   Storage(size_t bytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;
