@@ -94,8 +94,7 @@ Device resolve_device(const std::string& flag) {
   if (flag == "cpu") return Device::cpu;
   if (flag == "cuda") {
     if (!cuda_available(&why)) {
-      throw std::runtime_error("--device cuda: no usable GPU (" + why +
-                               "); use --device cpu or auto");
+      throw std::runtime_error("--device cuda: " + why + "; use --device cpu or auto");
     }
     return Device::cuda;
   }
@@ -241,6 +240,10 @@ void progress_bar(int64_t epoch, int64_t epochs, int64_t done, int64_t total, do
 void Trainer::print_header() {
   log_ << "sigmar-train\n";
   log_ << fmt::format("  {:<18}{}\n", "backend", backend_for(device_).describe());
+  std::string why;
+  if (cfg_.device == "auto" && device_ == Device::cpu && !cuda_available(&why)) {
+    log_ << fmt::format("  {:<18}{}\n", "no GPU because", why);
+  }
   const nlohmann::json settings = to_json(cfg_);  // must outlive the loop over its items
   for (auto& [key, value] : settings.items()) {
     log_ << fmt::format("  {:<18}{}\n", key, value.dump());
