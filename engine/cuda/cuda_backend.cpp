@@ -88,61 +88,85 @@ class Scratch {
 
 // ---- cuDNN descriptors -------------------------------------------------------------------
 
-class TensorDesc {
+// One cuDNN descriptor owned for a scope: made by Create, configured by `set` (a callable that
+// takes the handle and returns cuDNN's status), and destroyed by Destroy, also when `set`
+// fails, so a throw leaks nothing. It converts to the handle wherever cuDNN wants one.
+template <class Handle, cudnnStatus_t (*Create)(Handle*), cudnnStatus_t (*Destroy)(Handle)>
+class Desc {
  public:
-  TensorDesc(int n, int c, int h, int w) {
-    CUDNN_CHECK(cudnnCreateTensorDescriptor(&d_));
-    const cudnnStatus_t st =
-        cudnnSetTensor4dDescriptor(d_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w);
-    if (st != CUDNN_STATUS_SUCCESS) cudnnDestroyTensorDescriptor(d_);
+  template <class Set>
+  explicit Desc(Set&& set) {
+    CUDNN_CHECK(Create(&d_));
+    const cudnnStatus_t st = set(d_);
+    if (st != CUDNN_STATUS_SUCCESS) Destroy(d_);
     CUDNN_CHECK(st);
   }
-  ~TensorDesc() { cudnnDestroyTensorDescriptor(d_); }
-  TensorDesc(const TensorDesc&) = delete;
-  TensorDesc& operator=(const TensorDesc&) = delete;
-  operator cudnnTensorDescriptor_t() const { return d_; }
+  ~Desc() { Destroy(d_); }
+  Desc(const Desc&) = delete;
+  Desc& operator=(const Desc&) = delete;
+  operator Handle() const { return d_; }
 
  private:
-  cudnnTensorDescriptor_t d_ = nullptr;
+  Handle d_ = nullptr;
+};
+
+using TensorHandle =
+    Desc<cudnnTensorDescriptor_t, cudnnCreateTensorDescriptor, cudnnDestroyTensorDescriptor>;
+
+// A float NCHW tensor [n,c,h,w].
+struct TensorDesc : TensorHandle {
+  TensorDesc(int n, int c, int h, int w)
+      : TensorHandle([&](cudnnTensorDescriptor_t d) {
+          return cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w);
+        }) {}
 };
 
 // The [1,C,1,1] descriptor cuDNN derives for batch-norm parameters and statistics.
-class BnParamDesc {
- public:
-  explicit BnParamDesc(cudnnTensorDescriptor_t x) {
-    CUDNN_CHECK(cudnnCreateTensorDescriptor(&d_));
-    const cudnnStatus_t st = cudnnDeriveBNTensorDescriptor(d_, x, CUDNN_BATCHNORM_SPATIAL);
-    if (st != CUDNN_STATUS_SUCCESS) cudnnDestroyTensorDescriptor(d_);
-    CUDNN_CHECK(st);
-  }
-  ~BnParamDesc() { cudnnDestroyTensorDescriptor(d_); }
-  BnParamDesc(const BnParamDesc&) = delete;
-  BnParamDesc& operator=(const BnParamDesc&) = delete;
-  operator cudnnTensorDescriptor_t() const { return d_; }
-
- private:
-  cudnnTensorDescriptor_t d_ = nullptr;
+struct BnParamDesc : TensorHandle {
+  explicit BnParamDesc(cudnnTensorDescriptor_t x)
+      : TensorHandle([&](cudnnTensorDescriptor_t d) {
+          return cudnnDeriveBNTensorDescriptor(d, x, CUDNN_BATCHNORM_SPATIAL);
+        }) {}
 };
 
-class PoolDesc {
- public:
-  explicit PoolDesc(PoolArgs a) {
-    CUDNN_CHECK(cudnnCreatePoolingDescriptor(&d_));
-    // The deterministic max mode: its backward pass gives each window's gradient to one
-    // input without atomics, so overlapping windows add up in a fixed order.
-    const cudnnStatus_t st =
-        cudnnSetPooling2dDescriptor(d_, CUDNN_POOLING_MAX_DETERMINISTIC, CUDNN_PROPAGATE_NAN,
-                                    a.kernel, a.kernel, 0, 0, a.stride, a.stride);
-    if (st != CUDNN_STATUS_SUCCESS) cudnnDestroyPoolingDescriptor(d_);
-    CUDNN_CHECK(st);
-  }
-  ~PoolDesc() { cudnnDestroyPoolingDescriptor(d_); }
-  PoolDesc(const PoolDesc&) = delete;
-  PoolDesc& operator=(const PoolDesc&) = delete;
-  operator cudnnPoolingDescriptor_t() const { return d_; }
+using PoolHandle =
+    Desc<cudnnPoolingDescriptor_t, cudnnCreatePoolingDescriptor, cudnnDestroyPoolingDescriptor>;
 
- private:
-  cudnnPoolingDescriptor_t d_ = nullptr;
+struct PoolDesc : PoolHandle {
+  // The deterministic max mode: its backward pass gives each window's gradient to one
+  // input without atomics, so overlapping windows add up in a fixed order.
+  explicit PoolDesc(PoolArgs a)
+      : PoolHandle([&](cudnnPoolingDescriptor_t d) {
+          return cudnnSetPooling2dDescriptor(d, CUDNN_POOLING_MAX_DETERMINISTIC,
+                                             CUDNN_PROPAGATE_NAN, a.kernel, a.kernel, 0, 0,
+                                             a.stride, a.stride);
+        }) {}
+};
+
+using FilterHandle =
+    Desc<cudnnFilterDescriptor_t, cudnnCreateFilterDescriptor, cudnnDestroyFilterDescriptor>;
+
+// A float filter [k,c,h,w]: k output channels, c input channels, an h×w window.
+struct FilterDesc : FilterHandle {
+  FilterDesc(int k, int c, int h, int w)
+      : FilterHandle([&](cudnnFilterDescriptor_t d) {
+          return cudnnSetFilter4dDescriptor(d, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k, c, h, w);
+        }) {}
+};
+
+using ConvHandle = Desc<cudnnConvolutionDescriptor_t, cudnnCreateConvolutionDescriptor,
+                        cudnnDestroyConvolutionDescriptor>;
+
+struct ConvDesc : ConvHandle {
+  // Cross-correlation, as every framework's "convolution", accumulated in float; FMA math
+  // only, because TF32 tensor cores would round the inputs to 10 mantissa bits.
+  explicit ConvDesc(Conv2dArgs a)
+      : ConvHandle([&](cudnnConvolutionDescriptor_t d) {
+          const cudnnStatus_t st =
+              cudnnSetConvolution2dDescriptor(d, a.pad, a.pad, a.stride, a.stride, 1, 1,
+                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
+          return st == CUDNN_STATUS_SUCCESS ? cudnnSetConvolutionMathType(d, CUDNN_FMA_MATH) : st;
+        }) {}
 };
 
 // Shapes of a 4-D NCHW tensor as cuDNN's ints.
@@ -163,46 +187,6 @@ Dims4 bn_dims(const Tensor& x, const std::string& op) {
 }
 
 const float kOne = 1.0f, kZero = 0.0f;
-
-class FilterDesc {
- public:
-  FilterDesc(int k, int c, int h, int w) {
-    CUDNN_CHECK(cudnnCreateFilterDescriptor(&d_));
-    const cudnnStatus_t st =
-        cudnnSetFilter4dDescriptor(d_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k, c, h, w);
-    if (st != CUDNN_STATUS_SUCCESS) cudnnDestroyFilterDescriptor(d_);
-    CUDNN_CHECK(st);
-  }
-  ~FilterDesc() { cudnnDestroyFilterDescriptor(d_); }
-  FilterDesc(const FilterDesc&) = delete;
-  FilterDesc& operator=(const FilterDesc&) = delete;
-  operator cudnnFilterDescriptor_t() const { return d_; }
-
- private:
-  cudnnFilterDescriptor_t d_ = nullptr;
-};
-
-class ConvDesc {
- public:
-  explicit ConvDesc(Conv2dArgs a) {
-    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d_));
-    // Cross-correlation, as every framework's "convolution", accumulated in float; FMA math
-    // only, because TF32 tensor cores would round the inputs to 10 mantissa bits.
-    cudnnStatus_t st = cudnnSetConvolution2dDescriptor(d_, a.pad, a.pad, a.stride, a.stride, 1,
-                                                       1, CUDNN_CROSS_CORRELATION,
-                                                       CUDNN_DATA_FLOAT);
-    if (st == CUDNN_STATUS_SUCCESS) st = cudnnSetConvolutionMathType(d_, CUDNN_FMA_MATH);
-    if (st != CUDNN_STATUS_SUCCESS) cudnnDestroyConvolutionDescriptor(d_);
-    CUDNN_CHECK(st);
-  }
-  ~ConvDesc() { cudnnDestroyConvolutionDescriptor(d_); }
-  ConvDesc(const ConvDesc&) = delete;
-  ConvDesc& operator=(const ConvDesc&) = delete;
-  operator cudnnConvolutionDescriptor_t() const { return d_; }
-
- private:
-  cudnnConvolutionDescriptor_t d_ = nullptr;
-};
 
 }  // namespace
 
@@ -564,15 +548,29 @@ void CudaBackend::set_blas_math() {
                                  deterministic() ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
 }
 
-Tensor CudaBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
-  const std::string op = "linear_forward";
-  need(x, op, "x");
-  need(w, op, "w");
+namespace {
+
+// x [N,in] and w [out,in] as cuBLAS's ints, after checking that they fit together.
+struct LinearDims {
+  int N, in, out;
+};
+
+LinearDims linear_dims(const Tensor& x, const Tensor& w, const std::string& op) {
   need_ndim(x, 2, op, "x");
   need_ndim(w, 2, op, "w");
   const int N = to_int(x.dim(0), op), in = to_int(x.dim(1), op), out = to_int(w.dim(0), op);
   if (w.dim(1) != in)
     fail(op, "w is " + shape_str(w.shape()) + " but x has " + std::to_string(in) + " features");
+  return {N, in, out};
+}
+
+}  // namespace
+
+Tensor CudaBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
+  const std::string op = "linear_forward";
+  need(x, op, "x");
+  need(w, op, "w");
+  const auto [N, in, out] = linear_dims(x, w, op);
   if (b.defined()) {
     need(b, op, "b");
     need_shape(b, {out}, op, "b");
@@ -604,11 +602,7 @@ ConvGrads CudaBackend::linear_backward(const Tensor& x, const Tensor& w, const T
   need(x, op, "x");
   need(w, op, "w");
   need(dy, op, "dy");
-  need_ndim(x, 2, op, "x");
-  need_ndim(w, 2, op, "w");
-  const int N = to_int(x.dim(0), op), in = to_int(x.dim(1), op), out = to_int(w.dim(0), op);
-  if (w.dim(1) != in)
-    fail(op, "w is " + shape_str(w.shape()) + " but x has " + std::to_string(in) + " features");
+  const auto [N, in, out] = linear_dims(x, w, op);
   need_shape(dy, {N, out}, op, "dy");
   set_blas_math();
 
@@ -717,6 +711,15 @@ void need_channel_vector(const Tensor& t, int64_t C, const std::string& op, cons
   need_shape(t, {C}, op, name);
 }
 
+// γ, β and the running statistics: each [C] on the GPU.
+void need_bn_params(const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                    const Tensor& running_var, int64_t C, const std::string& op) {
+  need_channel_vector(gamma, C, op, "gamma");
+  need_channel_vector(beta, C, op, "beta");
+  need_channel_vector(running_mean, C, op, "running_mean");
+  need_channel_vector(running_var, C, op, "running_var");
+}
+
 }  // namespace
 
 BatchNormOut CudaBackend::batchnorm_train(const Tensor& x, const Tensor& gamma,
@@ -725,10 +728,7 @@ BatchNormOut CudaBackend::batchnorm_train(const Tensor& x, const Tensor& gamma,
   const std::string op = "batchnorm_train";
   need(x, op, "x");
   const Dims4 d = bn_dims(x, op);
-  need_channel_vector(gamma, d.c, op, "gamma");
-  need_channel_vector(beta, d.c, op, "beta");
-  need_channel_vector(running_mean, d.c, op, "running_mean");
-  need_channel_vector(running_var, d.c, op, "running_var");
+  need_bn_params(gamma, beta, running_mean, running_var, d.c, op);
   if (int64_t(d.n) * d.h * d.w < 2)
     fail(op, "needs more than one value per channel to estimate a variance, got " +
                  shape_str(x.shape()));
@@ -754,10 +754,7 @@ Tensor CudaBackend::batchnorm_eval(const Tensor& x, const Tensor& gamma, const T
   const std::string op = "batchnorm_eval";
   need(x, op, "x");
   const Dims4 d = bn_dims(x, op);
-  need_channel_vector(gamma, d.c, op, "gamma");
-  need_channel_vector(beta, d.c, op, "beta");
-  need_channel_vector(running_mean, d.c, op, "running_mean");
-  need_channel_vector(running_var, d.c, op, "running_var");
+  need_bn_params(gamma, beta, running_mean, running_var, d.c, op);
   if (!(eps > 0.0f)) fail(op, "eps must be > 0");
   Tensor y = cuda_empty(x.shape());
   if (x.numel() == 0) return y;
@@ -851,6 +848,25 @@ void need_features(const Tensor& x, const std::string& op) {
   if (x.dim(1) == 0) fail(op, "x has no features: " + shape_str(x.shape()));
 }
 
+// x [B,D] and centers [C,D] (and, when given, variances [C]) for the center-based losses.
+struct ClassDims {
+  int64_t B, D, C;
+};
+
+ClassDims need_centers(const Tensor& x, const Tensor& centers, const std::string& op,
+                       const Tensor* variances = nullptr) {
+  need_features(x, op);
+  need(centers, op, "centers");
+  need_ndim(centers, 2, op, "centers");
+  const int64_t B = x.dim(0), D = x.dim(1), C = centers.dim(0);
+  need_shape(centers, {C, D}, op, "centers");
+  if (variances) {
+    need(*variances, op, "variances");
+    need_shape(*variances, {C}, op, "variances");
+  }
+  return {B, D, C};
+}
+
 }  // namespace
 
 LossOut CudaBackend::softmax_ce(const Tensor& logits, const Tensor& labels) {
@@ -869,11 +885,7 @@ LossOut CudaBackend::softmax_ce(const Tensor& logits, const Tensor& labels) {
 
 LossOut CudaBackend::center_loss(const Tensor& x, const Tensor& labels, const Tensor& centers) {
   const std::string op = "center_loss";
-  need_features(x, op);
-  need(centers, op, "centers");
-  need_ndim(centers, 2, op, "centers");
-  const int64_t B = x.dim(0), D = x.dim(1), C = centers.dim(0);
-  need_shape(centers, {C, D}, op, "centers");
+  const auto [B, D, C] = need_centers(x, centers, op);
   check_labels_on_host(labels, B, C, op, "center loss");
   LossOut out{cuda_empty({1}), cuda_empty(x.shape())};
   Scratch ws(gpu::center_loss_workspace(B));
@@ -885,11 +897,7 @@ LossOut CudaBackend::center_loss(const Tensor& x, const Tensor& labels, const Te
 void CudaBackend::center_update(const Tensor& x, const Tensor& labels, Tensor& centers,
                                 float alpha) {
   const std::string op = "center_update";
-  need_features(x, op);
-  need(centers, op, "centers");
-  need_ndim(centers, 2, op, "centers");
-  const int64_t B = x.dim(0), D = x.dim(1), C = centers.dim(0);
-  need_shape(centers, {C, D}, op, "centers");
+  const auto [B, D, C] = need_centers(x, centers, op);
   check_labels_on_host(labels, B, C, op, "center loss");
   Scratch ws(gpu::center_update_workspace(B, C));
   gpu::center_update(x.data(), labels.data_i32(), centers.data(), B, D, C, alpha, ws.get(),
@@ -913,13 +921,7 @@ LossOut CudaBackend::snnl(const Tensor& x, const Tensor& labels, float temperatu
 LossOut CudaBackend::s2r_loss(const Tensor& x, const Tensor& labels, const Tensor& centers,
                               const Tensor& variances, S2RSettings s) {
   const std::string op = "s2r_loss";
-  need_features(x, op);
-  need(centers, op, "centers");
-  need_ndim(centers, 2, op, "centers");
-  const int64_t B = x.dim(0), D = x.dim(1), C = centers.dim(0);
-  need_shape(centers, {C, D}, op, "centers");
-  need(variances, op, "variances");
-  need_shape(variances, {C}, op, "variances");
+  const auto [B, D, C] = need_centers(x, centers, op, &variances);
   check_labels_on_host(labels, B, C, op, "sigma-squared reduction loss");
   LossOut out{cuda_empty({1}), cuda_empty(x.shape())};
   Scratch ws(gpu::s2r_loss_workspace(B));
@@ -932,13 +934,7 @@ LossOut CudaBackend::s2r_loss(const Tensor& x, const Tensor& labels, const Tenso
 void CudaBackend::s2r_update(const Tensor& x, const Tensor& labels, Tensor& centers,
                              Tensor& variances, float alpha) {
   const std::string op = "s2r_update";
-  need_features(x, op);
-  need(centers, op, "centers");
-  need_ndim(centers, 2, op, "centers");
-  const int64_t B = x.dim(0), D = x.dim(1), C = centers.dim(0);
-  need_shape(centers, {C, D}, op, "centers");
-  need(variances, op, "variances");
-  need_shape(variances, {C}, op, "variances");
+  const auto [B, D, C] = need_centers(x, centers, op, &variances);
   check_labels_on_host(labels, B, C, op, "sigma-squared reduction loss");
   Scratch ws(gpu::s2r_update_workspace(B, C));
   gpu::s2r_update(x.data(), labels.data_i32(), centers.data(), variances.data(), B, D, C,
