@@ -2,58 +2,29 @@
 // must-fail, and, where Debian's dataset-fashion-mnist is installed, the real training split.
 // Each error test checks the message names the file and says what was wrong.
 #include <doctest/doctest.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <array>
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "engine/idx.hpp"
+#include "tests/test_util.hpp"
 
 namespace fs = std::filesystem;
+using namespace test_util;
 using sigmar::IdxDataset;
 using sigmar::IdxImages;
 
 namespace {
-
-using Bytes = std::vector<uint8_t>;
-
-// A scratch directory of its own under the system temp dir, removed at the end of the test.
-struct ScratchDir {
-  fs::path dir;
-  explicit ScratchDir(const std::string& tag) {
-    dir = fs::temp_directory_path() /
-          ("sigmar-test-idx-" + tag + "-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string path(const std::string& name) const { return (dir / name).string(); }
-};
-
-void write_bytes(const std::string& path, const Bytes& b) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-  REQUIRE(out.good());
-}
 
 void write_gzip(const std::string& path, const Bytes& b) {
   gzFile gz = gzopen(path.c_str(), "wb");
   REQUIRE(gz != nullptr);
   REQUIRE(gzwrite(gz, b.data(), static_cast<unsigned>(b.size())) == static_cast<int>(b.size()));
   REQUIRE(gzclose(gz) == Z_OK);
-}
-
-Bytes read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // CASES.md 16: two 2×3 images holding 0..11, and the labels [7, 2].
@@ -63,20 +34,6 @@ Bytes case16_images() {
   return b;
 }
 Bytes case16_labels() { return {0, 0, 8, 1, 0, 0, 0, 2, 7, 2}; }
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "<no error was thrown>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.rfind(prefix, 0) == 0;
@@ -95,7 +52,7 @@ void check_case16_images(const IdxImages& im) {
 }  // namespace
 
 TEST_CASE("idx: CASES 16 fixture, raw files") {
-  ScratchDir d("raw");
+  ScratchDir d("idx-raw");
   write_bytes(d.path("im"), case16_images());
   write_bytes(d.path("lb"), case16_labels());
   check_case16_images(sigmar::read_idx_images(d.path("im")));
@@ -103,7 +60,7 @@ TEST_CASE("idx: CASES 16 fixture, raw files") {
 }
 
 TEST_CASE("idx: CASES 16 fixture, gzipped, decompressed transparently") {
-  ScratchDir d("gz");
+  ScratchDir d("idx-gz");
   write_gzip(d.path("im.gz"), case16_images());
   write_gzip(d.path("lb.gz"), case16_labels());
   REQUIRE(read_bytes(d.path("im.gz"))[0] == 0x1f);
@@ -116,7 +73,7 @@ TEST_CASE("idx: CASES 16 fixture, gzipped, decompressed transparently") {
 }
 
 TEST_CASE("idx: load_idx_split finds raw and .gz files and pairs them") {
-  ScratchDir d("split");
+  ScratchDir d("idx-split");
   write_gzip(d.path("train-images-idx3-ubyte.gz"), case16_images());
   write_bytes(d.path("train-labels-idx1-ubyte"), case16_labels());
   const IdxDataset ds = sigmar::load_idx_split(d.dir.string(), "train", 10);
@@ -130,7 +87,7 @@ TEST_CASE("idx: load_idx_split finds raw and .gz files and pairs them") {
 }
 
 TEST_CASE("idx: CASES 17 header written little-endian") {
-  ScratchDir d("le");
+  ScratchDir d("idx-le");
   Bytes b = case16_images();
   // Each 32-bit field byte-reversed, as a little-endian writer would leave it.
   for (size_t f = 0; f < 16; f += 4) std::swap(b[f], b[f + 3]), std::swap(b[f + 1], b[f + 2]);
@@ -143,7 +100,7 @@ TEST_CASE("idx: CASES 17 header written little-endian") {
 }
 
 TEST_CASE("idx: CASES 17 11 of 12 pixel bytes, and trailing bytes") {
-  ScratchDir d("short");
+  ScratchDir d("idx-short");
   Bytes b = case16_images();
   b.pop_back();
   write_bytes(d.path("short"), b);
@@ -173,7 +130,7 @@ TEST_CASE("idx: CASES 17 11 of 12 pixel bytes, and trailing bytes") {
 }
 
 TEST_CASE("idx: CASES 17 labels file given as images, and the reverse") {
-  ScratchDir d("swap");
+  ScratchDir d("idx-swap");
   write_bytes(d.path("labels"), case16_labels());
   write_bytes(d.path("images"), case16_images());
   std::string msg = error_of([&] { sigmar::read_idx_images(d.path("labels")); });
@@ -188,7 +145,7 @@ TEST_CASE("idx: CASES 17 labels file given as images, and the reverse") {
 }
 
 TEST_CASE("idx: CASES 17 image and label counts differ") {
-  ScratchDir d("count");
+  ScratchDir d("idx-count");
   write_bytes(d.path("t10k-images-idx3-ubyte"), case16_images());
   write_bytes(d.path("t10k-labels-idx1-ubyte"), {0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3});
   const std::string msg = error_of([&] { sigmar::load_idx_split(d.dir.string(), "t10k", 10); });
@@ -198,7 +155,7 @@ TEST_CASE("idx: CASES 17 image and label counts differ") {
 }
 
 TEST_CASE("idx: CASES 17 label byte 10 for 10 classes") {
-  ScratchDir d("label");
+  ScratchDir d("idx-label");
   write_bytes(d.path("lb"), {0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 9, 10, 0});
   const std::string msg = error_of([&] { sigmar::read_idx_labels(d.path("lb"), 10); });
   CHECK(starts_with(msg, d.path("lb") + ": "));
@@ -209,7 +166,7 @@ TEST_CASE("idx: CASES 17 label byte 10 for 10 classes") {
 }
 
 TEST_CASE("idx: damaged headers, damaged gzip, empty images") {
-  ScratchDir d("damaged");
+  ScratchDir d("idx-damaged");
   write_bytes(d.path("tiny"), {0, 0, 8, 3, 0});
   std::string msg = error_of([&] { sigmar::read_idx_images(d.path("tiny")); });
   CHECK(contains(msg, "file is 5 bytes, too short for a 16-byte IDX images header"));
@@ -237,7 +194,7 @@ TEST_CASE("idx: damaged headers, damaged gzip, empty images") {
 }
 
 TEST_CASE("idx: missing data directory or file says how to get the data") {
-  ScratchDir d("missing");
+  ScratchDir d("idx-missing");
   const std::string nowhere = d.path("no-such-dir");
   std::string msg = error_of([&] { sigmar::load_idx_split(nowhere, "train", 10); });
   CHECK(starts_with(msg, nowhere + ": "));
@@ -254,7 +211,7 @@ TEST_CASE("idx: missing data directory or file says how to get the data") {
 }
 
 TEST_CASE("idx: CIFAR-10 and CIFAR-100 binary records") {
-  ScratchDir d("cifar");
+  ScratchDir d("idx-cifar");
   // Two CIFAR-10 records: labels 3 and 9, pixel k of record r holds (r*7 + k) mod 256.
   Bytes c10;
   for (int r = 0; r < 2; ++r) {

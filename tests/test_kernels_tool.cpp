@@ -5,7 +5,6 @@
 // `bench` verifies, times and writes JSON. Fixtures: tests/fixtures/kernels, written by NumPy
 // and PyTorch (tools/make_kernel_fixtures.py).
 #include <doctest/doctest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -19,11 +18,13 @@
 
 #include "engine/npy.hpp"
 #include "engine/rng.hpp"
+#include "tests/test_util.hpp"
 #include "tools/kernels_registry.hpp"
 
 namespace fs = std::filesystem;
 using namespace sigmar;
 using namespace sigmar::lab;
+using namespace test_util;
 
 namespace {
 
@@ -31,23 +32,8 @@ std::string fixture(const std::string& name) {
   return std::string(SIGMAR_SOURCE_DIR) + "/tests/fixtures/kernels/" + name + ".npy";
 }
 
-struct Scratch {
-  fs::path dir;
-  explicit Scratch(const std::string& tag) {
-    dir = fs::temp_directory_path() /
-          ("sigmar-test-kernels-" + tag + "-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~Scratch() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string path(const std::string& name) const { return (dir / name).string(); }
-};
-
 // Runs a kernel from fixture files; returns what it printed. Outputs land in s.dir/out.
-std::string run(const Scratch& s, const std::string& kernel,
+std::string run(const ScratchDir& s, const std::string& kernel,
                 const std::map<std::string, std::string>& fixtures,
                 std::vector<std::string> params = {}) {
   RunOptions o;
@@ -60,7 +46,7 @@ std::string run(const Scratch& s, const std::string& kernel,
   return out.str();
 }
 
-std::vector<float> output(const Scratch& s, const std::string& name, Shape* shape = nullptr) {
+std::vector<float> output(const ScratchDir& s, const std::string& name, Shape* shape = nullptr) {
   const NpyArray a = read_npy(s.path("out/" + name + ".npy"));
   CHECK(a.dtype == "f32");
   if (shape) *shape = a.shape;
@@ -75,20 +61,16 @@ void check_close(const std::vector<float>& got, const std::vector<double>& want,
 // The message a failing run gives.
 std::string run_error(const std::string& kernel, const std::map<std::string, std::string>& in,
                       std::vector<std::string> params = {}) {
-  Scratch s("error");
+  ScratchDir s("kernels-error");
   RunOptions o;
   o.kernel = kernel;
   for (const auto& [name, file] : in) o.inputs[name] = fixture(file);
   o.params = std::move(params);
   o.out_dir = s.path("out");
   std::ostringstream out;
-  try {
-    run_command(o, out);
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  FAIL("run " << kernel << " succeeded where it should have failed");
-  return "";
+  const std::string msg = error_of<std::exception>([&] { run_command(o, out); });
+  if (msg == kNoError) FAIL("run " << kernel << " succeeded where it should have failed");
+  return msg;
 }
 
 const std::map<std::string, std::string> kCenterInputs{{"features", "center_features"},
@@ -104,13 +86,13 @@ TEST_CASE("kernels tool: every kernel is listed with its inputs, parameters and 
   CHECK(list_command("", out) == 0);
   for (const auto& name : want) {
     const KernelSpec& k = find_kernel(name);
-    CHECK(out.str().find(name + ": ") != std::string::npos);
+    CHECK(contains(out.str(), name + ": "));
     CHECK_FALSE(k.outputs.empty());
     CHECK(static_cast<bool>(k.run));
     CHECK(static_cast<bool>(k.cost));
     CHECK_FALSE(k.references.empty());
     CHECK_FALSE(k.bench_sizes.empty());
-    for (const auto& p : k.params) CHECK(out.str().find(p.name + "=") != std::string::npos);
+    for (const auto& p : k.params) CHECK(contains(out.str(), p.name + "="));
   }
   CHECK(registry().size() == want.size());
   // The SPEC names of the issue.
@@ -118,17 +100,17 @@ TEST_CASE("kernels tool: every kernel is listed with its inputs, parameters and 
   list_command("s2r", s2r);
   for (const char* word : {"features", "labels", "centers", "variances", "alpha", "slope",
                            "weight_grad", "eps", "grad_features.npy", "variances.npy"})
-    CHECK(s2r.str().find(word) != std::string::npos);
+    CHECK(contains(s2r.str(), word));
 }
 
 TEST_CASE("kernels tool: run center reproduces SPEC 2.2 from .npy inputs in every label dtype") {
   for (const char* labels : {"center_labels_i64", "center_labels_i32", "center_labels_u8"}) {
     CAPTURE(labels);
-    Scratch s("center");
+    ScratchDir s("kernels-center");
     auto in = kCenterInputs;
     in["labels"] = labels;
     const std::string printed = run(s, "center", in, {"alpha=0.5"});
-    CHECK(printed.find("loss = 7") != std::string::npos);
+    CHECK(contains(printed, "loss = 7"));
     check_close(output(s, "loss"), {7.0}, 1e-6);
     Shape shape;
     check_close(output(s, "grad_features", &shape), {1.0 / 3, 0, 1, 0, 4.0 / 3, 4.0 / 3}, 1e-6);
@@ -139,14 +121,14 @@ TEST_CASE("kernels tool: run center reproduces SPEC 2.2 from .npy inputs in ever
 }
 
 TEST_CASE("kernels tool: run snnl reproduces SPEC 2.3") {
-  Scratch s("snnl");
+  ScratchDir s("kernels-snnl");
   run(s, "snnl", {{"features", "snnl_features"}, {"labels", "snnl_labels"}}, {"temperature=1"});
   check_close(output(s, "loss"), {0.960887}, 2e-6);
   CHECK(output(s, "grad_features").size() == 4);
 }
 
 TEST_CASE("kernels tool: run s2r with k -> 0 is center loss (CASES 20)") {
-  Scratch s("s2r");
+  ScratchDir s("kernels-s2r");
   auto in = kCenterInputs;
   in["variances"] = "s2r_variances_ones";
   run(s, "s2r", in, {"slope=1e-12"});
@@ -159,13 +141,13 @@ TEST_CASE("kernels tool: run s2r with k -> 0 is center loss (CASES 20)") {
 
   // Fresh state (variances left out: zeros): w ≈ 1 + k·d/(2ε), so the loss is
   // 7 + Σd²·k/(ε·4B) with Σd² = 1 + 81 + 1024, which is 7.000092.
-  Scratch z("s2r-zero");
+  ScratchDir z("kernels-s2r-zero");
   run(z, "s2r", kCenterInputs, {"slope=1e-12"});
   check_close(output(z, "loss"), {7.0 + 1106.0 * (1e-12 / 1e-6) / (4.0 * 3)}, 2e-6);
 }
 
 TEST_CASE("kernels tool: run softmax-ce on CASES 1 (huge equal logits)") {
-  Scratch s("ce");
+  ScratchDir s("kernels-ce");
   run(s, "softmax-ce", {{"logits", "ce_logits"}, {"labels", "ce_labels"}});
   check_close(output(s, "loss"), {std::log(2.0)}, 1e-6);
   check_close(output(s, "grad_logits"), {0.5, -0.5}, 1e-6);
@@ -176,7 +158,7 @@ TEST_CASE("kernels tool: run adam and adamw for one step match PyTorch") {
       {"params", "adam_params"}, {"grads", "adam_grads"}, {"m", "adam_m"}, {"v", "adam_v"}};
   for (const char* tag : {"adam", "adamw"}) {
     CAPTURE(tag);
-    Scratch s(tag);
+    ScratchDir s(std::string("kernels-") + tag);
     const std::string decoupled = std::string(tag) == "adamw" ? "true" : "false";
     run(s, "adam", in,
         {"lr=0.01", "beta1=0.9", "beta2=0.999", "eps=1e-8", "weight_decay=0.1",
@@ -191,7 +173,7 @@ TEST_CASE("kernels tool: run adam and adamw for one step match PyTorch") {
 }
 
 TEST_CASE("kernels tool: outputs round-trip through .npy bit for bit") {
-  Scratch s("roundtrip");
+  ScratchDir s("kernels-roundtrip");
   Rng rng(3);
   std::vector<float> v(24);
   for (float& x : v) x = rng.uniform(-1e3f, 1e3f);
@@ -212,36 +194,31 @@ TEST_CASE("kernels tool: inputs are refused with messages that say what and wher
     in[name] = file;
     return in;
   };
-  CHECK(run_error("center", with("features", "bad_features_fortran")).find("Fortran order") !=
-        std::string::npos);
-  CHECK(run_error("center", with("features", "bad_features_bigendian")).find("big-endian") !=
-        std::string::npos);
+  CHECK(contains(run_error("center", with("features", "bad_features_fortran")), "Fortran order"));
+  CHECK(contains(run_error("center", with("features", "bad_features_bigendian")), "big-endian"));
   const std::string f32_labels = run_error("center", with("labels", "bad_labels_f32"));
-  CHECK(f32_labels.find("labels must be u8, i32 or i64") != std::string::npos);
-  CHECK(f32_labels.find("bad_labels_f32.npy") != std::string::npos);
+  CHECK(contains(f32_labels, "labels must be u8, i32 or i64"));
+  CHECK(contains(f32_labels, "bad_labels_f32.npy"));
   const std::string wide = run_error("center", with("centers", "bad_centers_wide"));
-  CHECK(wide.find("dim D is 3 here but 2 in features") != std::string::npos);
-  CHECK(run_error("center", with("labels", "bad_labels_2d")).find("expected shape [B]") !=
-        std::string::npos);
-  CHECK(run_error("center", with("labels", "bad_labels_range")).find("label 5") !=
-        std::string::npos);
-  CHECK(run_error("softmax-ce", {{"logits", "center_features"}, {"labels", "bad_labels_range"}})
-            .find("label 5") != std::string::npos);
+  CHECK(contains(wide, "dim D is 3 here but 2 in features"));
+  CHECK(contains(run_error("center", with("labels", "bad_labels_2d")), "expected shape [B]"));
+  CHECK(contains(run_error("center", with("labels", "bad_labels_range")), "label 5"));
+  CHECK(contains(
+      run_error("softmax-ce", {{"logits", "center_features"}, {"labels", "bad_labels_range"}}),
+      "label 5"));
   // Missing, unknown and misspelt things.
-  CHECK(run_error("center", {{"features", "center_features"}, {"labels", "center_labels_i64"}})
-            .find("needs input 'centers'") != std::string::npos);
-  CHECK(
-      run_error("center", with("centres", "center_centers_f64")).find("unknown input 'centres'") !=
-      std::string::npos);
-  CHECK(run_error("center", kCenterInputs, {"alhpa=0.5"}).find("unknown parameter 'alhpa'") !=
-        std::string::npos);
-  CHECK(run_error("center", kCenterInputs, {"alpha=fast"}).find("not a finite number") !=
-        std::string::npos);
-  CHECK(run_error("s2r", kCenterInputs, {"weight_grad=half"}).find("full, detached") !=
-        std::string::npos);
-  CHECK(run_error("adam", {{"params", "adam_params"}, {"grads", "adam_grads"}}, {"step=1.5"})
-            .find("not an integer") != std::string::npos);
-  CHECK(run_error("centre", kCenterInputs).find("unknown kernel 'centre'") != std::string::npos);
+  CHECK(contains(
+      run_error("center", {{"features", "center_features"}, {"labels", "center_labels_i64"}}),
+      "needs input 'centers'"));
+  CHECK(contains(run_error("center", with("centres", "center_centers_f64")),
+                 "unknown input 'centres'"));
+  CHECK(contains(run_error("center", kCenterInputs, {"alhpa=0.5"}), "unknown parameter 'alhpa'"));
+  CHECK(contains(run_error("center", kCenterInputs, {"alpha=fast"}), "not a finite number"));
+  CHECK(contains(run_error("s2r", kCenterInputs, {"weight_grad=half"}), "full, detached"));
+  CHECK(contains(
+      run_error("adam", {{"params", "adam_params"}, {"grads", "adam_grads"}}, {"step=1.5"}),
+      "not an integer"));
+  CHECK(contains(run_error("centre", kCenterInputs), "unknown kernel 'centre'"));
 }
 
 TEST_CASE("kernels tool: every kernel agrees with its CPU reference on random shapes") {
@@ -279,11 +256,11 @@ TEST_CASE("kernels tool: check without a GPU says so and succeeds") {
   }
   std::ostringstream out;
   CHECK(check_command({}, out) == 0);
-  CHECK(out.str().find("no GPU here") != std::string::npos);
+  CHECK(contains(out.str(), "no GPU here"));
 }
 
 TEST_CASE("kernels tool: bench verifies, times and writes JSON") {
-  Scratch s("bench");
+  ScratchDir s("kernels-bench");
   BenchOptions o;
   o.kernel = "center";
   o.sizes = {"B=64,D=8"};
@@ -291,7 +268,7 @@ TEST_CASE("kernels tool: bench verifies, times and writes JSON") {
   o.json_path = s.path("bench.json");
   std::ostringstream out;
   CHECK(bench_command(o, out) == 0);
-  CHECK(out.str().find("unfused chain") != std::string::npos);
+  CHECK(contains(out.str(), "unfused chain"));
   std::ifstream f(o.json_path);
   const nlohmann::json j = nlohmann::json::parse(f);
   CHECK(j["limits"]["copy_GBps"].get<double>() > 0);
@@ -304,7 +281,7 @@ TEST_CASE("kernels tool: bench verifies, times and writes JSON") {
 }
 
 TEST_CASE("kernels tool: the binary runs a kernel and reports errors on stderr") {
-  Scratch s("binary");
+  ScratchDir s("kernels-binary");
   const std::string bin = SIGMAR_KERNELS_BIN;
   const std::string ok = bin + " run center --in features=" + fixture("center_features") +
                          " --in labels=" + fixture("center_labels_u8") +
@@ -316,9 +293,7 @@ TEST_CASE("kernels tool: the binary runs a kernel and reports errors on stderr")
   CHECK(fs::exists(s.path("out/grad_features.npy")));
   const std::string bad = bin + " run centre --out " + s.path("out") + " 2> " + s.path("stderr");
   CHECK(std::system(bad.c_str()) != 0);
-  std::ifstream err(s.path("stderr"));
-  const std::string text((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
-  CHECK(text.find("unknown kernel 'centre'") != std::string::npos);
+  CHECK(contains(read_text(s.path("stderr")), "unknown kernel 'centre'"));
   const std::string check = bin + " check > " + s.path("check") + " 2>&1";
   if (!cuda_available()) CHECK(std::system(check.c_str()) == 0);
 }

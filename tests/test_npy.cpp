@@ -2,53 +2,25 @@
 // make_npy_fixtures.py) are read, our writer's output is compared byte for byte with np.save's,
 // every dtype round-trips, and each kind of file we refuse is refused with a clear message.
 #include <doctest/doctest.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "engine/npy.hpp"
+#include "tests/test_util.hpp"
 
 namespace fs = std::filesystem;
+using namespace test_util;
 using sigmar::NpyArray;
 
 namespace {
 
-using Bytes = std::vector<uint8_t>;
-
 std::string fixture(const std::string& name) {
   return std::string(SIGMAR_SOURCE_DIR) + "/tests/fixtures/" + name;
-}
-
-struct ScratchDir {
-  fs::path dir;
-  explicit ScratchDir(const std::string& tag) {
-    dir = fs::temp_directory_path() /
-          ("sigmar-test-npy-" + tag + "-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string path(const std::string& name) const { return (dir / name).string(); }
-};
-
-Bytes read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_bytes(const std::string& path, const Bytes& b) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-  REQUIRE(out.good());
 }
 
 template <typename T>
@@ -56,20 +28,6 @@ NpyArray make(const char* dtype, std::vector<int64_t> shape, const std::vector<T
   NpyArray a{dtype, std::move(shape), Bytes(v.size() * sizeof(T))};
   if (!v.empty()) std::memcpy(a.bytes.data(), v.data(), a.bytes.size());
   return a;
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "<no error was thrown>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 }  // namespace
@@ -112,7 +70,7 @@ TEST_CASE("npy: reads the arrays NumPy wrote") {
 }
 
 TEST_CASE("npy: write_npy output is byte-identical to np.save") {
-  ScratchDir d("same");
+  ScratchDir d("npy-same");
   struct Case {
     const char* fixture;
     NpyArray array;
@@ -135,7 +93,7 @@ TEST_CASE("npy: write_npy output is byte-identical to np.save") {
 }
 
 TEST_CASE("npy: every dtype round-trips, including empty and 3-D shapes") {
-  ScratchDir d("roundtrip");
+  ScratchDir d("npy-roundtrip");
   const std::vector<NpyArray> arrays = {
       sigmar::npy_f32({2, 1, 3}, {1.5f, -0.0f, 3e-38f, 1e38f, -2.0f, 7.0f}),
       make<double>("f64", {2}, {1.0 / 3.0, -1e300}),
@@ -170,7 +128,7 @@ TEST_CASE("npy: refuses Fortran order, big-endian and other dtypes") {
 }
 
 TEST_CASE("npy: refuses bad magic, bad versions, damaged headers and wrong lengths") {
-  ScratchDir d("bad");
+  ScratchDir d("npy-bad");
   const Bytes good = read_bytes(fixture("npy_ref_f32.npy"));
 
   write_bytes(d.path("text.npy"), Bytes{'h', 'e', 'l', 'l', 'o', ' ', 'n', 'p', 'y', '\n'});
@@ -241,7 +199,7 @@ TEST_CASE("npy: converters check dtypes and label ranges") {
 }
 
 TEST_CASE("npy: writes are atomic and refuse bad arrays") {
-  ScratchDir d("write");
+  ScratchDir d("npy-write");
   const std::string p = d.path("keep.npy");
   sigmar::write_npy(p, sigmar::npy_f32({1}, {5.0f}));
   const Bytes before = read_bytes(p);

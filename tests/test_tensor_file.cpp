@@ -3,52 +3,24 @@
 // (no .tmp left behind, an existing checkpoint untouched when a write fails part-way).
 #include <doctest/doctest.h>
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <csignal>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "engine/tensor_file.hpp"
+#include "tests/test_util.hpp"
 
 namespace fs = std::filesystem;
+using namespace test_util;
 using nlohmann::json;
 using sigmar::NamedBuffer;
 
 namespace {
-
-using Bytes = std::vector<uint8_t>;
-
-struct ScratchDir {
-  fs::path dir;
-  explicit ScratchDir(const std::string& tag) {
-    dir = fs::temp_directory_path() /
-          ("sigmar-test-ckpt-" + tag + "-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string path(const std::string& name) const { return (dir / name).string(); }
-};
-
-Bytes read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_bytes(const std::string& path, const Bytes& b) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-  REQUIRE(out.good());
-}
 
 template <typename T>
 NamedBuffer buffer(const std::string& name, const char* dtype, std::vector<int64_t> shape,
@@ -66,20 +38,6 @@ Bytes craft(const std::string& header, const Bytes& data) {
   for (char c : header) f.push_back(static_cast<uint8_t>(c));
   f.insert(f.end(), data.begin(), data.end());
   return f;
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "<no error was thrown>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 // A small but complete checkpoint: every dtype, a scalar, an empty buffer, and names that are
@@ -105,7 +63,7 @@ json sample_metadata() {
 }  // namespace
 
 TEST_CASE("tensor file: round trip keeps every buffer, its order and the metadata") {
-  ScratchDir d("roundtrip");
+  ScratchDir d("ckpt-roundtrip");
   const std::string p = d.path("run.ckpt");
   const std::vector<NamedBuffer> written = sample_buffers();
   sigmar::write_tensor_file(p, written, sample_metadata());
@@ -142,7 +100,7 @@ TEST_CASE("tensor file: round trip keeps every buffer, its order and the metadat
 }
 
 TEST_CASE("tensor file: the layout is safetensors-style") {
-  ScratchDir d("layout");
+  ScratchDir d("ckpt-layout");
   const std::string p = d.path("l.ckpt");
   sigmar::write_tensor_file(p, {buffer<float>("w", "F32", {2}, {1.0f, 2.0f}),
                                 buffer<int32_t>("b", "I32", {1}, {7})},
@@ -164,7 +122,7 @@ TEST_CASE("tensor file: the layout is safetensors-style") {
 }
 
 TEST_CASE("tensor file: damaged files are refused, naming the file and the fault") {
-  ScratchDir d("damaged");
+  ScratchDir d("ckpt-damaged");
   const std::string p = d.path("good.ckpt");
   sigmar::write_tensor_file(p, sample_buffers(), sample_metadata());
   const Bytes good = read_bytes(p);
@@ -229,7 +187,7 @@ TEST_CASE("tensor file: damaged files are refused, naming the file and the fault
 }
 
 TEST_CASE("tensor file: invalid buffers are refused before anything is written") {
-  ScratchDir d("invalid");
+  ScratchDir d("ckpt-invalid");
   const std::string p = d.path("keep.ckpt");
   sigmar::write_tensor_file(p, sample_buffers(), sample_metadata());
   const Bytes before = read_bytes(p);
@@ -256,7 +214,7 @@ TEST_CASE("tensor file: invalid buffers are refused before anything is written")
 }
 
 TEST_CASE("tensor file: a write that fails part-way leaves the old checkpoint and no .tmp") {
-  ScratchDir d("midway");
+  ScratchDir d("ckpt-midway");
   const std::string p = d.path("run.ckpt");
   sigmar::write_tensor_file(p, sample_buffers(), sample_metadata());
   const Bytes before = read_bytes(p);
