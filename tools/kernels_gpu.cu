@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "engine/cuda/check.hpp"
@@ -209,47 +211,30 @@ cublasHandle_t blas(cudaStream_t st) {
 }  // namespace
 
 void unary(int op, const float* a, float s, float* y, int64_t n, cudaStream_t st) {
+  // One instantiation per op, indexed by the op number.
+  using Launch = void (*)(const float*, float, float*, int64_t, cudaStream_t);
+  static constexpr Launch kLaunch[] = {launch_unary<0>, launch_unary<1>, launch_unary<2>,
+                                       launch_unary<3>, launch_unary<4>, launch_unary<5>,
+                                       launch_unary<6>, launch_unary<7>, launch_unary<8>};
   if (n == 0) return;
-  switch (op) {
-    case 0:
-      return launch_unary<0>(a, s, y, n, st);
-    case 1:
-      return launch_unary<1>(a, s, y, n, st);
-    case 2:
-      return launch_unary<2>(a, s, y, n, st);
-    case 3:
-      return launch_unary<3>(a, s, y, n, st);
-    case 4:
-      return launch_unary<4>(a, s, y, n, st);
-    case 5:
-      return launch_unary<5>(a, s, y, n, st);
-    case 6:
-      return launch_unary<6>(a, s, y, n, st);
-    case 7:
-      return launch_unary<7>(a, s, y, n, st);
-    case 8:
-      return launch_unary<8>(a, s, y, n, st);
-  }
-  throw std::invalid_argument("lab gpu::unary: unknown op " + std::to_string(op));
+  if (op < 0 || op >= int(std::size(kLaunch)))
+    throw std::invalid_argument("lab gpu::unary: unknown op " + std::to_string(op));
+  kLaunch[op](a, s, y, n, st);
 }
 
 void binary(int op, int mode, const float* a, const float* b, float value, float* y, int64_t R,
             int64_t K, cudaStream_t st) {
+  // Binary ops 0..3 by table; kMaskedFill stands apart from them.
+  using Launch = void (*)(int, const float*, const float*, float, float*, int64_t, int64_t,
+                          cudaStream_t);
+  static constexpr Launch kLaunch[] = {launch_binary<0>, launch_binary<1>, launch_binary<2>,
+                                       launch_binary<3>};
   const int64_t n = R * K;
   if (n == 0) return;
-  switch (op) {
-    case 0:
-      return launch_binary<0>(mode, a, b, value, y, n, K, st);
-    case 1:
-      return launch_binary<1>(mode, a, b, value, y, n, K, st);
-    case 2:
-      return launch_binary<2>(mode, a, b, value, y, n, K, st);
-    case 3:
-      return launch_binary<3>(mode, a, b, value, y, n, K, st);
-    case kMaskedFill:
-      return launch_binary<kMaskedFill>(mode, a, b, value, y, n, K, st);
-  }
-  throw std::invalid_argument("lab gpu::binary: unknown op " + std::to_string(op));
+  if (op == kMaskedFill) return launch_binary<kMaskedFill>(mode, a, b, value, y, n, K, st);
+  if (op < 0 || op >= int(std::size(kLaunch)))
+    throw std::invalid_argument("lab gpu::binary: unknown op " + std::to_string(op));
+  kLaunch[op](mode, a, b, value, y, n, K, st);
 }
 
 void reduce_rows(int op, const float* a, float* y, int64_t R, int64_t K, cudaStream_t st) {

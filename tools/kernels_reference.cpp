@@ -584,6 +584,20 @@ TensorMap chain_prelu(GenericOps& g, const TensorMap& in, const Params&) {
 
 namespace {
 
+// in[name], or an undefined tensor when that input was left out (an optional bias).
+Tensor optional_input(const TensorMap& in, const char* name) {
+  const auto it = in.find(name);
+  return it == in.end() ? Tensor() : it->second;
+}
+
+// A layer's forward and backward results under the kernel's output names; grad_bias only
+// when there is a bias.
+TensorMap layer_outputs(const Tensor& y, const Tensor& dx, const Tensor& dw, const Tensor& db) {
+  TensorMap out{{"y", y}, {"grad_x", dx}, {"grad_weight", dw}};
+  if (db.defined()) out["grad_bias"] = db;
+  return out;
+}
+
 class ChainReference final : public Reference {
  public:
   ChainReference(ChainFn fn, const TensorMap& in, const Params& p)
@@ -673,11 +687,9 @@ class OnednnConv final : public Reference {
   }
 
   TensorMap outputs() override {
-    TensorMap out{{"y", plain(y_, y_shape_, tag::nchw)},
-                  {"grad_x", plain(dx_, x_shape_, tag::nchw)},
-                  {"grad_weight", plain(dw_, w_shape_, tag::oihw)}};
-    if (bias_) out["grad_bias"] = plain(db_, {w_shape_[0]}, tag::x);
-    return out;
+    return layer_outputs(plain(y_, y_shape_, tag::nchw), plain(dx_, x_shape_, tag::nchw),
+                         plain(dw_, w_shape_, tag::oihw),
+                         bias_ ? plain(db_, {w_shape_[0]}, tag::x) : Tensor());
   }
 
  private:
@@ -717,8 +729,7 @@ class SgemmLinear final : public Reference {
  public:
   SgemmLinear(const TensorMap& in, const Params&)
       : x_(in.at("x")), w_(in.at("weight")), dy_(in.at("grad_y")) {
-    auto b = in.find("bias");
-    if (b != in.end()) b_ = b->second;
+    b_ = optional_input(in, "bias");
     N_ = x_.dim(0), I_ = x_.dim(1), O_ = w_.dim(0);
     y_ = Tensor::empty({N_, O_}), dx_ = Tensor::empty({N_, I_}), dw_ = Tensor::empty({O_, I_});
     if (b_.defined()) db_ = Tensor::empty({O_});
@@ -742,11 +753,7 @@ class SgemmLinear final : public Reference {
       }
     }
   }
-  TensorMap outputs() override {
-    TensorMap out{{"y", y_}, {"grad_x", dx_}, {"grad_weight", dw_}};
-    if (db_.defined()) out["grad_bias"] = db_;
-    return out;
-  }
+  TensorMap outputs() override { return layer_outputs(y_, dx_, dw_, db_); }
 
  private:
   Tensor x_, w_, b_, dy_, y_, dx_, dw_, db_;
@@ -775,8 +782,7 @@ class CudnnConvRef final : public Reference {
  public:
   CudnnConvRef(const TensorMap& in, const Params& p) : in_(in) {
     const Tensor &x = in.at("x"), &w = in.at("weight");
-    auto b = in.find("bias");
-    if (b != in.end()) b_ = b->second;
+    b_ = optional_input(in, "bias");
     gpu::ConvShape s{x.dim(0), x.dim(1), x.dim(2),         x.dim(3),           w.dim(0),
                      w.dim(2), w.dim(3), int(p.at("pad")), int(p.at("stride"))};
     conv_ = gpu::conv_create(s, cuda::stream());
@@ -794,11 +800,7 @@ class CudnnConvRef final : public Reference {
                   b_.defined() ? b_.data() : nullptr, in_.at("grad_y").data(), y_.data(),
                   dx_.data(), dw_.data(), db_.defined() ? db_.data() : nullptr);
   }
-  TensorMap outputs() override {
-    TensorMap out{{"y", y_}, {"grad_x", dx_}, {"grad_weight", dw_}};
-    if (db_.defined()) out["grad_bias"] = db_;
-    return out;
-  }
+  TensorMap outputs() override { return layer_outputs(y_, dx_, dw_, db_); }
 
  private:
   TensorMap in_;
@@ -809,8 +811,7 @@ class CudnnConvRef final : public Reference {
 class CublasLinear final : public Reference {
  public:
   CublasLinear(const TensorMap& in, const Params&) : in_(in) {
-    auto b = in.find("bias");
-    if (b != in.end()) b_ = b->second;
+    b_ = optional_input(in, "bias");
     N_ = in.at("x").dim(0), I_ = in.at("x").dim(1), O_ = in.at("weight").dim(0);
     y_ = Tensor::empty({N_, O_}, Device::cuda);
     dx_ = Tensor::empty({N_, I_}, Device::cuda);
@@ -824,11 +825,7 @@ class CublasLinear final : public Reference {
                 in_.at("grad_y").data(), ones_.data(), y_.data(), dx_.data(), dw_.data(),
                 db_.defined() ? db_.data() : nullptr, N_, I_, O_, cuda::stream());
   }
-  TensorMap outputs() override {
-    TensorMap out{{"y", y_}, {"grad_x", dx_}, {"grad_weight", dw_}};
-    if (db_.defined()) out["grad_bias"] = db_;
-    return out;
-  }
+  TensorMap outputs() override { return layer_outputs(y_, dx_, dw_, db_); }
 
  private:
   TensorMap in_;
