@@ -13,6 +13,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "engine/file_io.hpp"
+
 namespace sigmar {
 namespace {
 
@@ -40,14 +42,9 @@ bool starts_with_gzip_magic(const std::string& path) {
 }
 
 std::vector<uint8_t> read_raw(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) fail(path, std::string("cannot open file (") + std::strerror(errno) + ")");
-  const std::streamoff size = in.tellg();
-  std::vector<uint8_t> data(static_cast<size_t>(size));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(data.data()), size);
-  if (in.gcount() != size) fail(path, "read error part-way through the file");
-  return data;
+  auto data = read_file_bytes(path, "read error part-way through the file");
+  if (!data) fail(path, std::string("cannot open file (") + std::strerror(errno) + ")");
+  return std::move(*data);
 }
 
 std::vector<uint8_t> read_gzip(const std::string& path) {

@@ -7,11 +7,11 @@
 #include <bit>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <stdexcept>
 #include <string_view>
 
+#include "engine/file_io.hpp"
 #include "engine/tensor_file.hpp"  // write_file_atomic
 
 namespace sigmar {
@@ -178,19 +178,6 @@ std::string shape_repr(const std::vector<int64_t>& shape) {
   return s + (shape.size() == 1 ? ",)" : ")");
 }
 
-// Element count of a shape, refusing negative dims and counts that overflow.
-bool element_count(const std::vector<int64_t>& shape, uint64_t* count) {
-  uint64_t n = 1;
-  for (int64_t d : shape) {
-    if (d < 0) return false;
-    if (d != 0 && n > std::numeric_limits<uint64_t>::max() / 16 / static_cast<uint64_t>(d))
-      return false;
-    n *= static_cast<uint64_t>(d);
-  }
-  *count = n;
-  return true;
-}
-
 uint32_t read_le(const uint8_t* p, size_t n) {
   uint32_t v = 0;
   for (size_t i = 0; i < n; ++i) v |= uint32_t(p[i]) << (8 * i);
@@ -200,14 +187,9 @@ uint32_t read_le(const uint8_t* p, size_t n) {
 std::vector<uint8_t> read_whole(const std::string& path) {
   if (!std::filesystem::is_regular_file(path))
     fail(path, std::filesystem::exists(path) ? "not a regular file" : "file not found");
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) fail(path, "cannot open file for reading");
-  const std::streamoff size = in.tellg();
-  std::vector<uint8_t> data(static_cast<size_t>(size));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(data.data()), size);
-  if (in.gcount() != size) fail(path, "read error part-way through the file");
-  return data;
+  auto data = read_file_bytes(path, "read error part-way through the file");
+  if (!data) fail(path, "cannot open file for reading");
+  return std::move(*data);
 }
 
 }  // namespace

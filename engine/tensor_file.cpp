@@ -9,10 +9,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <limits>
 #include <set>
 #include <stdexcept>
+
+#include "engine/file_io.hpp"
 
 namespace sigmar {
 namespace {
@@ -31,19 +31,6 @@ size_t dtype_size_or_zero(const std::string& dtype) {
   for (const auto& d : kDtypes)
     if (dtype == d.name) return d.size;
   return 0;
-}
-
-// Element count of a shape; false on a negative dimension or a count that overflows.
-bool element_count(const std::vector<int64_t>& shape, uint64_t* count) {
-  uint64_t n = 1;
-  for (int64_t d : shape) {
-    if (d < 0) return false;
-    if (d != 0 && n > std::numeric_limits<uint64_t>::max() / 16 / static_cast<uint64_t>(d))
-      return false;
-    n *= static_cast<uint64_t>(d);
-  }
-  *count = n;
-  return true;
 }
 
 std::string shape_str(const std::vector<int64_t>& shape) {
@@ -80,14 +67,9 @@ std::vector<uint8_t> read_whole(const std::string& path) {
                              (std::filesystem::exists(path) ? "not a regular file"
                                                             : "file not found") +
                              "; check the path");
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw std::runtime_error(path + ": cannot open checkpoint for reading");
-  const std::streamoff size = in.tellg();
-  std::vector<uint8_t> data(static_cast<size_t>(size));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(data.data()), size);
-  if (in.gcount() != size) throw std::runtime_error(path + ": read error inside the checkpoint");
-  return data;
+  auto data = read_file_bytes(path, "read error inside the checkpoint");
+  if (!data) throw std::runtime_error(path + ": cannot open checkpoint for reading");
+  return std::move(*data);
 }
 
 // One header entry, checked: known dtype, a shape of non-negative integers, offsets
