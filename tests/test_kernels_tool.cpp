@@ -32,17 +32,24 @@ std::string fixture(const std::string& name) {
   return std::string(SIGMAR_SOURCE_DIR) + "/tests/fixtures/kernels/" + name + ".npy";
 }
 
-// Runs a kernel from fixture files; returns what it printed. Outputs land in s.dir/out.
-std::string run(const ScratchDir& s, const std::string& kernel,
-                const std::map<std::string, std::string>& fixtures,
-                std::vector<std::string> params = {}) {
+// `run` options for a kernel on fixture files, writing its outputs to s.dir/out.
+RunOptions fixture_run(const ScratchDir& s, const std::string& kernel,
+                       const std::map<std::string, std::string>& fixtures,
+                       std::vector<std::string> params) {
   RunOptions o;
   o.kernel = kernel;
   for (const auto& [name, file] : fixtures) o.inputs[name] = fixture(file);
   o.params = std::move(params);
   o.out_dir = s.path("out");
+  return o;
+}
+
+// Runs a kernel from fixture files; returns what it printed. Outputs land in s.dir/out.
+std::string run(const ScratchDir& s, const std::string& kernel,
+                const std::map<std::string, std::string>& fixtures,
+                std::vector<std::string> params = {}) {
   std::ostringstream out;
-  REQUIRE(run_command(o, out) == 0);
+  REQUIRE(run_command(fixture_run(s, kernel, fixtures, std::move(params)), out) == 0);
   return out.str();
 }
 
@@ -62,11 +69,7 @@ void check_close(const std::vector<float>& got, const std::vector<double>& want,
 std::string run_error(const std::string& kernel, const std::map<std::string, std::string>& in,
                       std::vector<std::string> params = {}) {
   ScratchDir s("kernels-error");
-  RunOptions o;
-  o.kernel = kernel;
-  for (const auto& [name, file] : in) o.inputs[name] = fixture(file);
-  o.params = std::move(params);
-  o.out_dir = s.path("out");
+  const RunOptions o = fixture_run(s, kernel, in, std::move(params));
   std::ostringstream out;
   const std::string msg = error_of<std::exception>([&] { run_command(o, out); });
   if (msg == kNoError) FAIL("run " << kernel << " succeeded where it should have failed");
