@@ -1,48 +1,98 @@
 // Center loss (Wen et al. 2016; SPEC 2.2), CPU twin: the loss with its gradient, and the
 // paper's center update.
 //
-// Loss: each sample's squared distance to its class center, summed in double, one slot per
-// sample; the slots are added in sample order, so threads never change the value.
-// Update: samples are bucketed by class (a stable counting sort), then each present class
-// sums its own members in batch order and moves; absent classes are never written.
+// Loss: one pass per sample row forms x_i - c_{y_i} once (in float), writes the gradient from
+// it and adds its square into float lanes; lanes and rows are added in double, rows in fixed
+// blocks whose sums are added in block order, so threads never change the value.
+// Update: the batch is cut into fixed blocks of rows; each block sums its members of every
+// class in batch order, and the blocks' sums are added in block order, so the work is even
+// whatever the class sizes and the order of every sum is fixed; absent classes are never
+// written.
+// The update sums in double, where the differences of two floats are exact.
 #include "kernels/kernels.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <vector>
 
 namespace sigmar::kernels {
 
-float center_loss(const float* x, const int32_t* labels, const float* centers, int64_t B,
-                  int64_t D, float* grad_x) {
+namespace {
+
+// Rows per block of the loss sum (a fixed grouping: the result does not depend on threads).
+constexpr int64_t kRowsPerBlock = 64;
+// Below this many values a parallel region costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 14;
+// Rows per block of the update's partial class sums (fixed: the order of every sum is too).
+constexpr int64_t kUpdateRows = 256;
+
+// Partial sums per row: float lanes, each holding about D/kLanes squares, added in double.
+constexpr int64_t kLanes = 16;
+
+// The kLanes partial sums added pairwise in double: a short dependency chain, a fixed order.
+inline double add_lanes(const float* lane) {
+  double l[kLanes];
+#pragma omp simd
+  for (int64_t j = 0; j < kLanes; ++j) l[j] = lane[j];
+  for (int64_t h = kLanes / 2; h >= 1; h /= 2) {
+#pragma omp simd
+    for (int64_t j = 0; j < h; ++j) l[j] += l[j + h];
+  }
+  return l[0];
+}
+
+// One row: writes (x - c)/B into g (if given) and returns ‖x - c‖². The difference is formed
+// once, in float (the gradient is float anyway), and squared into kLanes independent float
+// sums, so the additions do not wait on one another and a row of D ≤ a few thousand keeps
+// its sum to a few float ulps; the lanes and the rows are then added in double.
+inline double row_loss(const float* x, const float* c, int64_t D, float inv_b, float* g) {
+  double acc = 0.0;
+  int64_t d = 0;
+  if (D >= kLanes) {
+    float lane[kLanes] = {};
+    for (; d + kLanes <= D; d += kLanes) {
+#pragma omp simd
+      for (int64_t j = 0; j < kLanes; ++j) {
+        const float diff = x[d + j] - c[d + j];
+        lane[j] += diff * diff;
+        if (g) g[d + j] = diff * inv_b;  // ∂L/∂x_i = (x_i - c_{y_i}) / B
+      }
+    }
+    acc = add_lanes(lane);
+  }
+  // The last D mod kLanes columns (all of them in a narrow row) straight into the double sum.
+  for (; d < D; ++d) {
+    const float diff = x[d] - c[d];
+    acc += double(diff) * double(diff);
+    if (g) g[d] = diff * inv_b;
+  }
+  return acc;
+}
+
+}  // namespace
+
+float center_loss(const float* x, const int32_t* labels, const float* centers, int64_t B, int64_t D,
+                  float* grad_x) {
   if (B < 0 || D <= 0) throw std::invalid_argument("center_loss: need B >= 0 and D > 0");
   if (B == 0) return 0.0f;
 
-  std::vector<double> dist(static_cast<size_t>(B));
-  const double inv_b = 1.0 / double(B);
+  const int64_t blocks = (B + kRowsPerBlock - 1) / kRowsPerBlock;
+  std::vector<double> block_sum(static_cast<size_t>(blocks));
+  const float inv_b = float(1.0 / double(B));
 
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < B; ++i) {
-    const float* xi = x + i * D;
-    const float* c = centers + int64_t(labels[i]) * D;
-
-    // Why double: D squares of float differences, no cancellation, sum exact to float.
+#pragma omp parallel for schedule(static) if (B * D >= kParallelMin)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t i_end = std::min(B, (blk + 1) * kRowsPerBlock);
     double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t d = 0; d < D; ++d) {
-      const double diff = double(xi[d]) - double(c[d]);
-      acc += diff * diff;
+    for (int64_t i = blk * kRowsPerBlock; i < i_end; ++i) {
+      acc += row_loss(x + i * D, centers + int64_t(labels[i]) * D, D, inv_b,
+                      grad_x ? grad_x + i * D : nullptr);
     }
-    dist[i] = acc;
-
-    // ∂L/∂x_i = (x_i - c_{y_i}) / B.
-    if (grad_x) {
-      float* g = grad_x + i * D;
-      for (int64_t d = 0; d < D; ++d) g[d] = float((double(xi[d]) - double(c[d])) * inv_b);
-    }
+    block_sum[blk] = acc;
   }
 
   double total = 0.0;
-  for (int64_t i = 0; i < B; ++i) total += dist[i];
+  for (int64_t blk = 0; blk < blocks; ++blk) total += block_sum[blk];
   return float(total / (2.0 * double(B)));
 }
 
@@ -52,36 +102,46 @@ void center_update(const float* x, const int32_t* labels, float* centers, int64_
   if (!(alpha > 0.0f && alpha <= 1.0f))
     throw std::invalid_argument("center_update: alpha must lie in (0, 1]");
 
-  // Counting sort of sample indices by class: start[j]..start[j+1] are class j's members,
-  // in batch order, so each class's sum has a fixed order.
-  std::vector<int64_t> start(static_cast<size_t>(C) + 1, 0);
-  for (int64_t i = 0; i < B; ++i) ++start[labels[i] + 1];
-  for (int64_t j = 0; j < C; ++j) start[j + 1] += start[j];
-  std::vector<int64_t> members(static_cast<size_t>(B));
-  std::vector<int64_t> fill(start.begin(), start.end() - 1);
-  for (int64_t i = 0; i < B; ++i) members[fill[labels[i]]++] = i;
+  // Class counts n_j.
+  std::vector<int64_t> n(static_cast<size_t>(C), 0);
+  for (int64_t i = 0; i < B; ++i) ++n[labels[i]];
 
-#pragma omp parallel
+  // Per block of rows, per class, Σ x_i over the block's members in batch order: each row is
+  // read once, whole and in order (a stream the prefetcher follows), and added into its
+  // class's row of the block's partial sums (in cache).
+  const int64_t blocks = (B + kUpdateRows - 1) / kUpdateRows;
+  std::vector<double> part(static_cast<size_t>(blocks * C * D), 0.0);
+#pragma omp parallel if (B * D >= kParallelMin)
   {
-    std::vector<double> sum(static_cast<size_t>(D));
-#pragma omp for schedule(dynamic)
-    for (int64_t j = 0; j < C; ++j) {
-      const int64_t n = start[j + 1] - start[j];
-      // An absent class keeps its center bit-for-bit: not even rewritten with itself.
-      if (n == 0) continue;
-
-      // Σ_i x_i over the class, in double and batch order.
-      for (int64_t d = 0; d < D; ++d) sum[d] = 0.0;
-      for (int64_t p = start[j]; p < start[j + 1]; ++p) {
-        const float* xi = x + members[p] * D;
-        for (int64_t d = 0; d < D; ++d) sum[d] += double(xi[d]);
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t i_end = std::min(B, (blk + 1) * kUpdateRows);
+      for (int64_t i = blk * kUpdateRows; i < i_end; ++i) {
+        double* s = part.data() + (blk * C + labels[i]) * D;
+        const float* xi = x + i * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) s[d] += double(xi[d]);
       }
+    }
 
-      // Δc = Σ (c - x_i) / (1 + n) = (n·c - Σ x_i) / (1 + n); c ← c - α·Δc.
+    // The loop's closing barrier: every block's sums are complete before they are added into
+    // block 0's, block after block (a fixed order), per class; then
+    // Δc = Σ (c - x_i) / (1 + n) = (n·c - Σ x_i) / (1 + n); c ← c - α·Δc.
+#pragma omp for schedule(static)
+    for (int64_t j = 0; j < C; ++j) {
+      // An absent class keeps its center bit-for-bit: not even rewritten with itself.
+      if (n[j] == 0) continue;
+      double* sum = part.data() + j * D;
+      for (int64_t blk = 1; blk < blocks; ++blk) {
+        const double* more = part.data() + (blk * C + j) * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) sum[d] += more[d];
+      }
       float* c = centers + j * D;
-      const double denom = 1.0 + double(n);
+      const double nj = double(n[j]), denom = 1.0 + nj;
+#pragma omp simd
       for (int64_t d = 0; d < D; ++d) {
-        const double delta = (double(n) * double(c[d]) - sum[d]) / denom;
+        const double delta = (nj * double(c[d]) - sum[d]) / denom;
         c[d] = float(double(c[d]) - double(alpha) * delta);
       }
     }

@@ -5,17 +5,28 @@
 //   ℓ_i = logsumexp_{k≠i} a_ik - logsumexp_{j≠i, y_j=y_i} a_ij.
 // Writing p_ik for the softmax of a_i· over all k≠i and q_ik for the softmax over i's
 // same-class partners (0 elsewhere), ∂ℓ_i/∂d_ik = -(p_ik - q_ik)/T. Since d_ik = d_ki, the
-// pair (i,k) collects G_ik = g_ik + g_ki, where g_ik = -(p_ik - q_ik)/(T·N) (zero when i is not
+// pair (i,k) collects W_ik = g_ik + g_ki, where g_ik = -(p_ik - q_ik)/(T·N) (zero when i is not
 // a counted anchor) and N is the number of counted anchors; then
-//   ∂L/∂x_i = 2 Σ_k G_ik (x_i - x_k).
-// Steps: (1) the B×B distance matrix by column blocks (each pair once, mirrored); (2) one pass
-// per anchor row: shifted log-sum-exps, ℓ_i, and g_i· written over the row in place; (3)
-// G + Gᵀ by tiles; (4) the gradient rows. Every value is computed from its own row or block,
-// and the per-anchor losses are added in anchor order, so the result does not depend on the
-// number of threads. Memory: one B×B double matrix (8 MiB at B = 1024) and xᵀ in double.
+//   ∂L/∂x_i = 2 Σ_k W_ik (x_i - x_k) = 2 (rowsum(W)_i x_i - (W X)_i).
+//
+// Both B²·D parts are matrix products, so they run as register-tiled GEMMs:
+// (1) the Gram matrix X Xᵀ, then d_ik = ‖x_i‖² + ‖x_k‖² - 2 x_i·x_k clamped at ≥ 0 (SPEC);
+// (2) one pass per anchor row: shifted log-sum-exps, ℓ_i, and g_i· written over the row;
+// (3) W = G + Gᵀ by tiles; (4) the gradient rows from W X.
+// Why double and our own GEMM rather than sgemm: the Gram form loses ~D·ε·‖x‖² to
+// cancellation, so in float close points (the ones that dominate each softmax) would get
+// distances wrong by ~1e-6·‖x‖², too much once divided by a small T; and the gradient is a
+// difference of two sums of B terms that must stay within a few float ulps of the exact
+// derivative. In double both errors are ~1e-16·‖x‖², and the features are first centred on
+// the batch mean (distances do not change) so that ‖x‖² is the batch's spread, not its offset.
+// Every value is computed from its own tile or row in a fixed order, and the per-anchor losses
+// are added in anchor order, so the result does not depend on the number of threads.
+// Memory: one B×B double matrix (8 MiB at B = 1024) and the features in double, kept per
+// calling thread between calls so that a training loop does not allocate them every step.
 #include "kernels/kernels.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -25,149 +36,241 @@ namespace sigmar::kernels {
 
 namespace {
 
-// Tile edge for the in-place transpose-add of step 3.
+// GEMM micro tile: kMr rows by kNr columns of accumulators stay in vector registers
+// (16 registers of 8 doubles) while the inner dimension streams past.
+constexpr int64_t kMr = 8;
+constexpr int64_t kNr = 16;
+// Tile edge for the in-place transpose-add W = G + Gᵀ.
 constexpr int64_t kTile = 64;
-// Columns of the distance matrix formed together: their partial sums stay in registers.
-constexpr int64_t kCols = 16;
-// Independent partial sums in a dot product, so the adds do not wait on one another.
-constexpr int64_t kLanes = 16;
+// Below this many pair-features (B²·D) a parallel region costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 16;
 
-// Pairwise sum of the kLanes partial sums: a short dependency chain and a fixed order.
-static_assert(kLanes == 16, "add_lanes folds exactly 16 lanes");
-inline double add_lanes(double* lane) {
-#pragma omp simd
-  for (int64_t j = 0; j < 8; ++j) lane[j] += lane[j + 8];
-#pragma omp simd
-  for (int64_t j = 0; j < 4; ++j) lane[j] += lane[j + 4];
-  return (lane[0] + lane[2]) + (lane[1] + lane[3]);
+using Tile = double[kMr][kNr];
+
+// acc[r][j] = Σ_{k<K} a[r·lda + k] · b[k·ldb + j]. Per k: kMr scalars of a broadcast against
+// kNr contiguous values of b, kMr·kNr independent fused multiply-adds.
+inline void tile_product(const double* a, int64_t lda, const double* b, int64_t ldb, int64_t K,
+                         Tile& acc) {
+  for (int64_t r = 0; r < kMr; ++r)
+    for (int64_t j = 0; j < kNr; ++j) acc[r][j] = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    const double* bk = b + k * ldb;
+#pragma GCC unroll 8
+    for (int64_t r = 0; r < kMr; ++r) {
+      const double ar = a[r * lda + k];
+#pragma omp simd simdlen(8)
+      for (int64_t j = 0; j < kNr; ++j) acc[r][j] += ar * bk[j];
+    }
+  }
 }
 
-// Step 1: dist[i*B + k] = ‖x_i - x_k‖² for i ≠ k (diagonal 0), from xt = xᵀ [D,B] in double.
-// Differences, not the Gram form ‖a‖² + ‖b‖² - 2a·b: the direct form cannot cancel, so close
-// points get an accurate (never negative) distance. For one row i and kCols columns k, the
-// loop over features reads a contiguous piece of each xt row and keeps kCols sums in
-// registers; each pair's sum runs over d in order. A task owns one column block and forms
-// (i, k) for i < k only, writing the mirror (k, i) too, so no two tasks share a cell.
-void distance_matrix(const double* xt, int64_t B, int64_t D, double* dist) {
-  const int64_t blocks = (B + kCols - 1) / kCols;
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t k0 = blk * kCols, k_end = std::min(B, k0 + kCols);
-    for (int64_t i = 0; i < k_end; ++i) {
-      double acc[kCols] = {};
-      if (k_end - k0 == kCols) {
-        for (int64_t d = 0; d < D; ++d) {
-          const double xid = xt[d * B + i];
-          const double* row = xt + d * B + k0;
+// exp(t) for t ≤ 0 (or NaN), to about 1e-13 relative, in straight-line code that
+// vectorises: t = n·ln2 + r with |r| ≤ ln2/2, exp(r) by its Taylor polynomial of degree 11,
+// 2^n built in the exponent bits. t = 0 gives exactly 1; below -700 (and at -inf, the self
+// pair) exactly 0, where libm would give at most 1e-304.
+inline double exp_nonpositive(double t) {
+  constexpr double kLog2e = 1.4426950408889634;
+  constexpr double kLn2Hi = 0.6931471805598903;     // ln 2 to 43 bits: n·kLn2Hi is exact
+  constexpr double kLn2Lo = 5.497923018708371e-14;  // ln 2 - kLn2Hi
+  constexpr double kRound = 6755399441055744.0;     // 1.5·2^52: adding it rounds to an integer
+  const double tc = t < -700.0 ? -700.0 : t;        // keeps 2^n a normal number (NaN passes)
+
+  // n = round(t·log2 e), left in the low mantissa bits of `shifted`.
+  const double shifted = tc * kLog2e + kRound;
+  const double n = shifted - kRound;
+  const double r = (tc - n * kLn2Hi) - n * kLn2Lo;
+
+  double p = 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+
+  const uint64_t bits = (std::bit_cast<uint64_t>(shifted) + 1023) << 52;
+  const double e = p * std::bit_cast<double>(bits);
+  return t < -700.0 ? 0.0 : e;
+}
+
+// Scratch kept between calls on the calling thread (resized, never shrunk).
+// The B-side operand of each product is packed in panels of kNr columns, so that a micro
+// tile reads one contiguous stream instead of kNr-wide pieces at a large power-of-two stride.
+struct Scratch {
+  std::vector<double> xc;    // centred features [Bp, Dp], zero padding
+  std::vector<double> xt;    // their transpose in panels [Bp/kNr][D][kNr]: B side of X Xᵀ
+  std::vector<double> xp;    // xc in panels [Dp/kNr][B][kNr]: B side of W X
+  std::vector<double> norm;  // ‖x_i‖² of the centred features [B]
+  std::vector<double> m;     // the B×B matrix, row stride ld
+};
+
+// Centred copies of x in double (padding zero), in the three layouts above, and their norms.
+// Every element is written once (no zero fill first), each layout in its own storage order.
+void centre(const float* x, int64_t B, int64_t D, int64_t Bp, int64_t Dp, Scratch& s) {
+  s.xc.resize(static_cast<size_t>(Bp * Dp));
+  s.xt.resize(static_cast<size_t>(D * Bp));
+  s.xp.resize(static_cast<size_t>(B * Dp));
+  s.norm.resize(static_cast<size_t>(B));
+
+  // The batch mean per feature, in double and sample order.
+  std::vector<double> mean(static_cast<size_t>(D), 0.0);
+  for (int64_t i = 0; i < B; ++i) {
 #pragma omp simd
-          for (int64_t j = 0; j < kCols; ++j) {
-            const double diff = row[j] - xid;
-            acc[j] += diff * diff;
-          }
-        }
-      } else {
-        for (int64_t d = 0; d < D; ++d) {
-          const double xid = xt[d * B + i];
-          for (int64_t j = 0; j < k_end - k0; ++j) {
-            const double diff = xt[d * B + k0 + j] - xid;
-            acc[j] += diff * diff;
-          }
+    for (int64_t d = 0; d < D; ++d) mean[d] += double(x[i * D + d]);
+  }
+  for (int64_t d = 0; d < D; ++d) mean[d] /= double(B);
+
+  const bool par = B * D >= kParallelMin;
+#pragma omp parallel if (par)
+  {
+    // Rows (the padding rows and columns are zero), and their squared norms.
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < Bp; ++i) {
+      double* row = s.xc.data() + i * Dp;
+      double n = 0.0;
+      for (int64_t d = 0; d < D; ++d) {
+        row[d] = i < B ? double(x[i * D + d]) - mean[d] : 0.0;
+        n += row[d] * row[d];
+      }
+      std::fill(row + D, row + Dp, 0.0);
+      if (i < B) s.norm[i] = n;
+    }
+    // The loop's closing barrier: all rows exist before they are rearranged below.
+#pragma omp for schedule(static)
+    for (int64_t cb = 0; cb < Bp / kNr; ++cb)
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t j = 0; j < kNr; ++j)
+          s.xt[(cb * D + d) * kNr + j] = s.xc[(cb * kNr + j) * Dp + d];
+#pragma omp for schedule(static)
+    for (int64_t db = 0; db < Dp / kNr; ++db)
+      for (int64_t i = 0; i < B; ++i)
+        for (int64_t j = 0; j < kNr; ++j)
+          s.xp[(db * B + i) * kNr + j] = s.xc[i * Dp + db * kNr + j];
+  }
+}
+
+// Step 1: m[i·ld + k] = clamp(‖x_i‖² + ‖x_k‖² - 2 x_i·x_k, ≥ 0) for i, k < B. Only tiles on
+// or right of the diagonal are multiplied (the matrix is symmetric); each writes its mirror.
+void distances(const Scratch& s, int64_t B, int64_t D, int64_t Bp, int64_t Dp, int64_t ld,
+               double* m) {
+  const int64_t row_blocks = Bp / kMr, col_blocks = Bp / kNr;
+#pragma omp parallel for schedule(dynamic) if (B * B * D >= kParallelMin)
+  for (int64_t rb = 0; rb < row_blocks; ++rb) {
+    const int64_t i0 = rb * kMr;
+    for (int64_t cb = i0 / kNr; cb < col_blocks; ++cb) {
+      const int64_t k0 = cb * kNr;
+      Tile acc;
+      tile_product(s.xc.data() + i0 * Dp, Dp, s.xt.data() + k0 * D, kNr, D, acc);
+      // Off the diagonal block the transpose is written too, 8 contiguous values per row
+      // k; the diagonal 16×16 blocks are multiplied in full by their two row blocks.
+      const bool mirror = cb > i0 / kNr;
+      for (int64_t r = 0; r < kMr && i0 + r < B; ++r) {
+        const double ni = s.norm[i0 + r];
+        for (int64_t j = 0; j < kNr && k0 + j < B; ++j) {
+          double d = ni + s.norm[k0 + j] - 2.0 * acc[r][j];
+          d = d > 0.0 ? d : 0.0;  // rounding can dip below 0
+          m[(i0 + r) * ld + k0 + j] = d;
+          if (mirror) m[(k0 + j) * ld + i0 + r] = d;
         }
       }
-      for (int64_t k = std::max(k0, i + 1); k < k_end; ++k) {
-        dist[i * B + k] = acc[k - k0];
-        dist[k * B + i] = acc[k - k0];
-      }
-      if (i >= k0) dist[i * B + i] = 0.0;
     }
   }
 }
 
 // Step 2 for one counted anchor i: returns ℓ_i and overwrites row[k] with g_ik.
-// pos_idx / pos_e are scratch for the same-class partners (at most B - 1 of them).
+// q is scratch for B values.
 double anchor_row(double* row, const int32_t* labels, int64_t B, int64_t i, double inv_t,
-                  double scale, std::vector<int64_t>& pos_idx, std::vector<double>& pos_e) {
+                  double scale, double* q) {
   const int32_t yi = labels[i];
-  pos_idx.clear();
-  pos_e.clear();
+  // Self is excluded by index: at +inf it is nobody's nearest and its exponential is 0.
+  row[i] = std::numeric_limits<double>::infinity();
 
-  // The maxima of a_ik are the minima of the clamped distance; self is excluded by index.
-  double m_all = std::numeric_limits<double>::infinity(), m_pos = m_all;
+  // The maxima of a_ik are the minima of the distance, over all and over the partners.
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  double m_all = kInf, m_pos = kInf;
+#pragma omp simd reduction(min : m_all, m_pos)
   for (int64_t k = 0; k < B; ++k) {
-    if (k == i) continue;
-    const double d = std::max(row[k], 0.0);
-    row[k] = d;
-    m_all = std::min(m_all, d);
-    if (labels[k] == yi) {
-      m_pos = std::min(m_pos, d);
-      pos_idx.push_back(k);
-    }
+    const double d = row[k];
+    const double dp = labels[k] == yi ? d : kInf;
+    m_all = d < m_all ? d : m_all;
+    m_pos = dp < m_pos ? dp : m_pos;
   }
 
-  // Shifted sums: every exponent is ≤ 0 and the nearest neighbour contributes exactly 1.
-  // The partners' terms are taken first, while row[] still holds distances.
-  double s_pos = 0.0;
-  for (const int64_t k : pos_idx) {
-    const double e = std::exp((m_pos - row[k]) * inv_t);
-    pos_e.push_back(e);
-    s_pos += e;
-  }
-  double s_all = 0.0;
-  row[i] = 0.0;
+  // Shifted sums: every exponent is ≤ 0 and each nearest neighbour contributes exactly 1.
+  // p's numerators go back into row[], q's (zero off the partners) into q[].
+  double s_all = 0.0, s_pos = 0.0;
+#pragma omp simd reduction(+ : s_all, s_pos)
   for (int64_t k = 0; k < B; ++k) {
-    if (k == i) continue;
-    const double e = std::exp((m_all - row[k]) * inv_t);
-    row[k] = e;  // kept for p_ik below
+    const double d = row[k];
+    const double e = exp_nonpositive((m_all - d) * inv_t);
+    const double qk = labels[k] == yi ? exp_nonpositive((m_pos - d) * inv_t) : 0.0;
+    row[k] = e;
+    q[k] = qk;
     s_all += e;
+    s_pos += qk;
   }
 
   // ℓ_i = (m_pos - m_all)/T + log s_all - log s_pos: no large terms cancel, even as T → 0.
   const double loss = (m_pos - m_all) * inv_t + std::log(s_all) - std::log(s_pos);
 
-  // g_ik = scale·(p_ik - q_ik), scale = -1/(T·N); q is non-zero only on the partners.
+  // g_ik = scale·(p_ik - q_ik), scale = -1/(T·N).
   const double p_scale = scale / s_all, q_scale = scale / s_pos;
-  for (int64_t k = 0; k < B; ++k) row[k] *= p_scale;  // row[i] stays 0
-  for (size_t p = 0; p < pos_idx.size(); ++p) row[pos_idx[p]] -= pos_e[p] * q_scale;
+#pragma omp simd
+  for (int64_t k = 0; k < B; ++k) row[k] = row[k] * p_scale - q[k] * q_scale;  // 0 at k = i
   return loss;
 }
 
-// Step 3: G ← G + Gᵀ in place, one tile pair per task so no two threads touch a cell.
-void symmetrise(double* g, int64_t B) {
+// Step 3: W = G + Gᵀ in place, one tile pair per task so no two threads touch a cell; then
+// rowsum[i] = Σ_k W_ik in column order.
+void symmetrise(double* g, int64_t B, int64_t ld, double* rowsum) {
   const int64_t tiles = (B + kTile - 1) / kTile;
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t ti = 0; ti < tiles; ++ti) {
-    for (int64_t tk = ti; tk < tiles; ++tk) {
-      const int64_t i_end = std::min(B, (ti + 1) * kTile);
-      const int64_t k_end = std::min(B, (tk + 1) * kTile);
-      for (int64_t i = ti * kTile; i < i_end; ++i) {
-        for (int64_t k = std::max(tk * kTile, i + 1); k < k_end; ++k) {
-          const double s = g[i * B + k] + g[k * B + i];
-          g[i * B + k] = s;
-          g[k * B + i] = s;
+#pragma omp parallel if (B * B >= kParallelMin)
+  {
+#pragma omp for schedule(dynamic)
+    for (int64_t ti = 0; ti < tiles; ++ti) {
+      for (int64_t tk = ti; tk < tiles; ++tk) {
+        const int64_t i_end = std::min(B, (ti + 1) * kTile);
+        const int64_t k_end = std::min(B, (tk + 1) * kTile);
+        for (int64_t i = ti * kTile; i < i_end; ++i) {
+          for (int64_t k = std::max(tk * kTile, i + 1); k < k_end; ++k) {
+            const double s = g[i * ld + k] + g[k * ld + i];
+            g[i * ld + k] = s;
+            g[k * ld + i] = s;
+          }
         }
       }
+    }
+    // The loop's closing barrier: every tile pair is summed before any row is.
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < B; ++i) {
+      double s = 0.0;
+      for (int64_t k = 0; k < B; ++k) s += g[i * ld + k];
+      rowsum[i] = s;
     }
   }
 }
 
-// Step 4: ∂L/∂x_i = 2 Σ_k G_ik (x_i - x_k), in double. With xt = xᵀ [D,B], each output
-// element is one reduction over k along two contiguous rows (G_i· and xt_d·), so its partial
-// sums live in vector registers; G_ii = 0, so self adds nothing.
-void gradient_rows(const double* xt, const double* g, int64_t B, int64_t D, float* grad_x) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < B; ++i) {
-    const double* gi = g + i * B;
-    for (int64_t d = 0; d < D; ++d) {
-      const double* xd = xt + d * B;
-      const double xid = xd[i];
-      double lane[kLanes] = {};
-      int64_t k = 0;
-      for (; k + kLanes <= B; k += kLanes) {
-#pragma omp simd
-        for (int64_t j = 0; j < kLanes; ++j) lane[j] += gi[k + j] * (xid - xd[k + j]);
+// Step 4: ∂L/∂x_i = 2 (rowsum(W)_i x_i - (W X)_i), with X centred (W's rows sum the
+// differences x_i - x_k, so the shift cancels and ‖x‖ stays small) and W X tile by tile.
+void gradient_rows(const Scratch& s, const double* w, const double* rowsum, int64_t B, int64_t D,
+                   int64_t Bp, int64_t Dp, int64_t ld, float* grad_x) {
+  const int64_t row_blocks = Bp / kMr, col_blocks = Dp / kNr;
+#pragma omp parallel for collapse(2) schedule(static) if (B * B * D >= kParallelMin)
+  for (int64_t rb = 0; rb < row_blocks; ++rb) {
+    for (int64_t cb = 0; cb < col_blocks; ++cb) {
+      const int64_t i0 = rb * kMr, j0 = cb * kNr;
+      Tile acc;
+      tile_product(w + i0 * ld, ld, s.xp.data() + j0 * B, kNr, B, acc);
+      for (int64_t r = 0; r < kMr && i0 + r < B; ++r) {
+        const double* xi = s.xc.data() + (i0 + r) * Dp;
+        for (int64_t j = 0; j < kNr && j0 + j < D; ++j)
+          grad_x[(i0 + r) * D + j0 + j] = float(2.0 * (rowsum[i0 + r] * xi[j0 + j] - acc[r][j]));
       }
-      for (int64_t j = 0; k + j < B; ++j) lane[j] += gi[k + j] * (xid - xd[k + j]);
-      grad_x[i * D + d] = float(2.0 * add_lanes(lane));
     }
   }
 }
@@ -194,30 +297,34 @@ float snnl(const float* x, const int32_t* labels, int64_t B, int64_t D, float te
   // No anchor qualifies: the loss is defined as 0 with zero gradient (already written).
   if (n_anchors == 0) return 0.0f;
 
-  // xᵀ in double once: both B²·D passes read it along contiguous rows, without conversions.
-  std::vector<double> xt(static_cast<size_t>(B * D));
-  for (int64_t i = 0; i < B; ++i)
-    for (int64_t d = 0; d < D; ++d) xt[d * B + i] = x[i * D + d];
-  // One B×B buffer: distances, then g_ik row by row, then G = g + gᵀ.
-  std::vector<double> m(static_cast<size_t>(B * B));
-  distance_matrix(xt.data(), B, D, m.data());
+  // Padded sizes: whole micro tiles everywhere, the padding zero (and never stored).
+  const int64_t Bp = (B + kNr - 1) / kNr * kNr, Dp = (D + kNr - 1) / kNr * kNr;
+  thread_local Scratch s;
+  centre(x, B, D, Bp, Dp, s);
+  // The matrix's row stride is kept off a power of two: the kMr rows a tile reads at once
+  // would otherwise fall into the same few cache sets.
+  const int64_t ld = Bp + kNr / 2;
+  if (s.m.size() < static_cast<size_t>(Bp * ld)) s.m.resize(static_cast<size_t>(Bp * ld));
+  double* m = s.m.data();
+  distances(s, B, D, Bp, Dp, ld, m);
 
   const double inv_t = 1.0 / double(temperature);
   const double scale = -inv_t / double(n_anchors);
   std::vector<double> row_loss(static_cast<size_t>(B), 0.0);
-#pragma omp parallel
+#pragma omp parallel if (B * B >= kParallelMin)
   {
-    std::vector<int64_t> pos_idx;
-    std::vector<double> pos_e;
+    // Each thread's q scratch is kept between calls (OpenMP reuses its threads).
+    thread_local std::vector<double> q;
+    if (q.size() < static_cast<size_t>(B)) q.resize(static_cast<size_t>(B));
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < B; ++i) {
-      double* row = m.data() + i * B;
+      double* row = m + i * ld;
       if (count[labels[i]] < 2) {
         // Not an anchor: no ℓ_i, and g_i· = 0 (it still appears as others' neighbour).
         std::fill(row, row + B, 0.0);
         continue;
       }
-      row_loss[i] = anchor_row(row, labels, B, i, inv_t, scale, pos_idx, pos_e);
+      row_loss[i] = anchor_row(row, labels, B, i, inv_t, scale, q.data());
     }
   }
 
@@ -226,8 +333,11 @@ float snnl(const float* x, const int32_t* labels, int64_t B, int64_t D, float te
   for (int64_t i = 0; i < B; ++i) total += row_loss[i];
 
   if (grad_x) {
-    symmetrise(m.data(), B);
-    gradient_rows(xt.data(), m.data(), B, D, grad_x);
+    // Rows past B must be finite for the padded tiles of W X (their results are dropped).
+    std::fill(m + B * ld, m + Bp * ld, 0.0);
+    std::vector<double> rowsum(static_cast<size_t>(B));
+    symmetrise(m, B, ld, rowsum.data());
+    gradient_rows(s, m, rowsum.data(), B, D, Bp, Dp, ld, grad_x);
   }
   return float(total / double(n_anchors));
 }
