@@ -133,7 +133,7 @@ TEST_CASE("trainer: resume after 2 steps equals 3 uninterrupted steps bit for bi
   }
 }
 
-TEST_CASE("trainer: dropping the step count, RNG or data position breaks the resume") {
+TEST_CASE("trainer: dropping the step count or the RNG state breaks the resume") {
   std::ostringstream log;
   const fs::path dir = scratch_dir("resume15meta");
   Trainer straight(tiny_config(), log);
@@ -160,6 +160,36 @@ TEST_CASE("trainer: dropping the step count, RNG or data position breaks the res
   no_rng.rng().set_state(tiny_config().seed);
   no_rng.train_steps(1);
   CHECK_FALSE(differences(want, snapshot(no_rng)).empty());
+}
+
+TEST_CASE("trainer: a checkpoint without its data position resumes elsewhere (CASES 15)") {
+  // Mid-epoch (step 5 of 12), where both halves of the position matter: the batch index and
+  // the generator state the epoch's shuffle was drawn from.
+  std::ostringstream log;
+  const fs::path dir = scratch_dir("resume15position");
+  Trainer straight(tiny_config(), log);
+  straight.train_steps(6);
+  const Snapshot want = snapshot(straight);
+  Trainer first(tiny_config(), log);
+  first.train_steps(5);
+  const std::string ckpt = (dir / "step5.sgm").string();
+  first.save_checkpoint(ckpt);
+
+  // The same file with one metadata field reset to what a fresh run starts from.
+  const TensorFile file = read_tensor_file(ckpt);
+  const auto without = [&](const std::string& field, const nlohmann::json& fresh) {
+    nlohmann::json meta = file.metadata;
+    meta[field] = fresh;
+    const std::string path = (dir / ("no-" + field + ".sgm")).string();
+    write_tensor_file(path, file.buffers, meta);
+    Trainer t(tiny_config(), log);
+    t.load_checkpoint(path);
+    t.train_steps(1);
+    return differences(want, snapshot(t));
+  };
+  CHECK(without("next_batch", file.metadata.at("next_batch")).empty());  // the control
+  CHECK_FALSE(without("next_batch", 0).empty());
+  CHECK_FALSE(without("epoch_rng_state", std::to_string(tiny_config().seed)).empty());
 }
 
 TEST_CASE("trainer: center and class-variance state move only for classes in the batch") {
