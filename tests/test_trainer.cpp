@@ -3,6 +3,7 @@
 // one short epoch, resume equal to an uninterrupted run, and one clear error per bad input.
 #include "engine/checkpoint.hpp"
 #include "engine/trainer.hpp"
+#include "tests/test_util.hpp"
 
 #include <doctest/doctest.h>
 
@@ -17,12 +18,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path scratch_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("sigmar-test-" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+using test_util::ScratchDir;
 
 // A tiny net with batch norm, center or σ²R loss, Adam and shuffled real data.
 TrainConfig tiny_config(const std::string& loss = "center") {
@@ -94,7 +90,8 @@ std::string last_line(const fs::path& file) {
 
 TEST_CASE("trainer: resume after 2 steps equals 3 uninterrupted steps bit for bit (CASES 15)") {
   std::ostringstream log;
-  const fs::path dir = scratch_dir("resume15");
+  const ScratchDir scratch("trainer-resume15");
+  const fs::path& dir = scratch.dir;
   // The batch size puts step 3 inside the first epoch: a mid-epoch data position.
   Trainer straight(tiny_config(), log);
   straight.train_steps(3);
@@ -135,7 +132,8 @@ TEST_CASE("trainer: resume after 2 steps equals 3 uninterrupted steps bit for bi
 
 TEST_CASE("trainer: dropping the step count or the RNG state breaks the resume") {
   std::ostringstream log;
-  const fs::path dir = scratch_dir("resume15meta");
+  const ScratchDir scratch("trainer-resume15meta");
+  const fs::path& dir = scratch.dir;
   Trainer straight(tiny_config(), log);
   straight.train_steps(13);  // crosses into the second epoch (12 batches per epoch)
   const Snapshot want = snapshot(straight);
@@ -166,7 +164,8 @@ TEST_CASE("trainer: a checkpoint without its data position resumes elsewhere (CA
   // Mid-epoch (step 5 of 12), where both halves of the position matter: the batch index and
   // the generator state the epoch's shuffle was drawn from.
   std::ostringstream log;
-  const fs::path dir = scratch_dir("resume15position");
+  const ScratchDir scratch("trainer-resume15position");
+  const fs::path& dir = scratch.dir;
   Trainer straight(tiny_config(), log);
   straight.train_steps(6);
   const Snapshot want = snapshot(straight);
@@ -253,7 +252,8 @@ TEST_CASE("trainer: a loss that becomes NaN or inf stops training with a message
 }
 
 TEST_CASE("sigmar-train: one epoch of LeNet++ on 5,000 real images reaches 60% test accuracy") {
-  const fs::path dir = scratch_dir("e2e");
+  const ScratchDir scratch("trainer-e2e");
+  const fs::path& dir = scratch.dir;
   int code = 0;
   std::string out = run("--loss ce --feature-dim 32 --optimizer adam --lr 1e-3 --batch-size 128 "
                         "--epochs 1 --train-limit 5000 --seed 1 --no-progress --out " +
@@ -272,7 +272,8 @@ TEST_CASE("sigmar-train: one epoch of LeNet++ on 5,000 real images reaches 60% t
 TEST_CASE("sigmar-train: resuming from epoch 1 reproduces epoch 2 to the last digit") {
   const std::string common = "--loss s2r --feature-dim 8 --train-limit 1000 "
                              "--test-limit 500 --seed 3 --no-progress ";
-  const fs::path a = scratch_dir("resume-a"), b = scratch_dir("resume-b");
+  const ScratchDir scratch_a("trainer-resume-a"), scratch_b("trainer-resume-b");
+  const fs::path &a = scratch_a.dir, &b = scratch_b.dir;
   int code = 0;
   std::string out = run(common + "--epochs 2 --out " + a.string(), &code);
   REQUIRE_MESSAGE(code == 0, out);
@@ -292,7 +293,8 @@ TEST_CASE("sigmar-train: resuming from epoch 1 reproduces epoch 2 to the last di
 }
 
 TEST_CASE("sigmar-train: bad input gives one clear error line and a non-zero exit") {
-  const fs::path dir = scratch_dir("bad");
+  const ScratchDir scratch("trainer-bad");
+  const fs::path& dir = scratch.dir;
   struct Case {
     std::string args, expect;
   };
