@@ -86,6 +86,23 @@ std::string last_line(const fs::path& file) {
   return last;
 }
 
+// A checkpoint written after `steps` steps of tiny_config(), and the state of an uninterrupted
+// run one step further: what one step after loading the checkpoint must reproduce.
+struct ResumePoint {
+  std::string ckpt;
+  Snapshot want;
+};
+
+ResumePoint resume_point(const fs::path& dir, int64_t steps, std::ostream& log) {
+  Trainer straight(tiny_config(), log);
+  straight.train_steps(steps + 1);
+  Trainer first(tiny_config(), log);
+  first.train_steps(steps);
+  const std::string ckpt = (dir / ("step" + std::to_string(steps) + ".sgm")).string();
+  first.save_checkpoint(ckpt);
+  return {ckpt, snapshot(straight)};
+}
+
 }  // namespace
 
 TEST_CASE("trainer: resume after 2 steps equals 3 uninterrupted steps bit for bit (CASES 15)") {
@@ -93,14 +110,7 @@ TEST_CASE("trainer: resume after 2 steps equals 3 uninterrupted steps bit for bi
   const ScratchDir scratch("trainer-resume15");
   const fs::path& dir = scratch.dir;
   // The batch size puts step 3 inside the first epoch: a mid-epoch data position.
-  Trainer straight(tiny_config(), log);
-  straight.train_steps(3);
-  const Snapshot want = snapshot(straight);
-
-  Trainer first(tiny_config(), log);
-  first.train_steps(2);
-  const std::string ckpt = (dir / "step2.sgm").string();
-  first.save_checkpoint(ckpt);
+  const auto [ckpt, want] = resume_point(dir, 2, log);
 
   Trainer resumed(tiny_config(), log);
   resumed.load_checkpoint(ckpt);
@@ -110,8 +120,6 @@ TEST_CASE("trainer: resume after 2 steps equals 3 uninterrupted steps bit for bi
   // Every item matters: restoring all but one of them must change the result. The items are
   // the checkpoint's tensors (parameters, Adam moments, BN running stats, centers) plus the
   // step count, RNG and data position, which live in its metadata.
-  std::vector<std::string> names;
-  for (auto& nt : first.checkpoint_tensors()) names.push_back(nt.name);
   const std::vector<std::string> kinds = {"param.", "optim.adam_m.", "optim.adam_v.",
                                           "buffer.", "loss.centers"};
   for (const std::string& kind : kinds) {
@@ -134,13 +142,8 @@ TEST_CASE("trainer: dropping the step count or the RNG state breaks the resume")
   std::ostringstream log;
   const ScratchDir scratch("trainer-resume15meta");
   const fs::path& dir = scratch.dir;
-  Trainer straight(tiny_config(), log);
-  straight.train_steps(13);  // crosses into the second epoch (12 batches per epoch)
-  const Snapshot want = snapshot(straight);
-  Trainer first(tiny_config(), log);
-  first.train_steps(12);
-  const std::string ckpt = (dir / "step12.sgm").string();
-  first.save_checkpoint(ckpt);
+  // Step 13 crosses into the second epoch (12 batches per epoch).
+  const auto [ckpt, want] = resume_point(dir, 12, log);
 
   Trainer ok(tiny_config(), log);
   ok.load_checkpoint(ckpt);
@@ -166,13 +169,7 @@ TEST_CASE("trainer: a checkpoint without its data position resumes elsewhere (CA
   std::ostringstream log;
   const ScratchDir scratch("trainer-resume15position");
   const fs::path& dir = scratch.dir;
-  Trainer straight(tiny_config(), log);
-  straight.train_steps(6);
-  const Snapshot want = snapshot(straight);
-  Trainer first(tiny_config(), log);
-  first.train_steps(5);
-  const std::string ckpt = (dir / "step5.sgm").string();
-  first.save_checkpoint(ckpt);
+  const auto [ckpt, want] = resume_point(dir, 5, log);
 
   // The same file with one metadata field reset to what a fresh run starts from.
   const TensorFile file = read_tensor_file(ckpt);
