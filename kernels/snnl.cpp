@@ -43,8 +43,11 @@ namespace {
 // (16 registers of 8 doubles) while the inner dimension streams past.
 constexpr int64_t kMr = 8;
 constexpr int64_t kNr = 16;
-// Tile edge for the in-place transpose-add W = G + Gᵀ.
+// Tile edge for the two transposing passes: mirroring the distances, and W = G + Gᵀ.
 constexpr int64_t kTile = 64;
+// Largest lag (m_pos - m_all)/T between an anchor's nearest partner and its nearest sample
+// for which q's numerators are derived from p's instead of taking their own exponentials.
+constexpr double kShiftMax = 200.0;
 // Below this many pair-features (B²·D) a parallel region costs more than it saves.
 constexpr int64_t kParallelMin = 1 << 16;
 
@@ -108,7 +111,7 @@ struct Scratch {
   std::vector<double> xc;    // centred features [Bp, Dp], zero padding
   std::vector<double> xt;    // their transpose in panels [Bp/kNr][D][kNr]: B side of X Xᵀ
   std::vector<double> xp;    // xc in panels [Dp/kNr][B][kNr]: B side of W X
-  std::vector<double> norm;  // ‖x_i‖² of the centred features [B]
+  std::vector<double> norm;  // ‖x_i‖² of the centred features [Bp], zero past B
   std::vector<double> m;     // the B×B matrix, row stride ld
 };
 
@@ -118,7 +121,7 @@ void centre(const float* x, int64_t B, int64_t D, int64_t Bp, int64_t Dp, Scratc
   s.xc.resize(static_cast<size_t>(Bp * Dp));
   s.xt.resize(static_cast<size_t>(D * Bp));
   s.xp.resize(static_cast<size_t>(B * Dp));
-  s.norm.resize(static_cast<size_t>(B));
+  s.norm.resize(static_cast<size_t>(Bp));
 
   // The batch mean per feature, in double and sample order.
   std::vector<double> mean(static_cast<size_t>(D), 0.0);
@@ -141,7 +144,7 @@ void centre(const float* x, int64_t B, int64_t D, int64_t Bp, int64_t Dp, Scratc
         n += row[d] * row[d];
       }
       std::fill(row + D, row + Dp, 0.0);
-      if (i < B) s.norm[i] = n;
+      s.norm[i] = n;
     }
     // The loop's closing barrier: all rows exist before they are rearranged below.
 #pragma omp for schedule(static)
@@ -157,28 +160,48 @@ void centre(const float* x, int64_t B, int64_t D, int64_t Bp, int64_t Dp, Scratc
   }
 }
 
-// Step 1: m[i·ld + k] = clamp(‖x_i‖² + ‖x_k‖² - 2 x_i·x_k, ≥ 0) for i, k < B. Only tiles on
-// or right of the diagonal are multiplied (the matrix is symmetric); each writes its mirror.
+// Step 1: m[i·ld + k] = clamp(‖x_i‖² + ‖x_k‖² - 2 x_i·x_k, ≥ 0) for i, k < B. The matrix is
+// symmetric, so only the tiles on or right of each row block's diagonal 16×16 block are
+// multiplied (the diagonal blocks in full, by their two row blocks); each tile's results go
+// out as contiguous row pieces. A second pass then copies the upper part into the lower one
+// by square tiles, which reads columns only inside a tile that stays in cache. (Writing each
+// tile's mirror directly scatters single values down 16 rows and cost more than its FMAs.)
 void distances(const Scratch& s, int64_t B, int64_t D, int64_t Bp, int64_t Dp, int64_t ld,
                double* m) {
   const int64_t row_blocks = Bp / kMr, col_blocks = Bp / kNr;
-#pragma omp parallel for schedule(dynamic) if (B * B * D >= kParallelMin)
-  for (int64_t rb = 0; rb < row_blocks; ++rb) {
-    const int64_t i0 = rb * kMr;
-    for (int64_t cb = i0 / kNr; cb < col_blocks; ++cb) {
-      const int64_t k0 = cb * kNr;
-      Tile acc;
-      tile_product(s.xc.data() + i0 * Dp, Dp, s.xt.data() + k0 * D, kNr, D, acc);
-      // Off the diagonal block the transpose is written too, 8 contiguous values per row
-      // k; the diagonal 16×16 blocks are multiplied in full by their two row blocks.
-      const bool mirror = cb > i0 / kNr;
-      for (int64_t r = 0; r < kMr && i0 + r < B; ++r) {
-        const double ni = s.norm[i0 + r];
-        for (int64_t j = 0; j < kNr && k0 + j < B; ++j) {
-          double d = ni + s.norm[k0 + j] - 2.0 * acc[r][j];
-          d = d > 0.0 ? d : 0.0;  // rounding can dip below 0
-          m[(i0 + r) * ld + k0 + j] = d;
-          if (mirror) m[(k0 + j) * ld + i0 + r] = d;
+  const bool par = B * B * D >= kParallelMin;
+#pragma omp parallel if (par)
+  {
+#pragma omp for schedule(dynamic)
+    for (int64_t rb = 0; rb < row_blocks; ++rb) {
+      const int64_t i0 = rb * kMr;
+      for (int64_t cb = i0 / kNr; cb < col_blocks; ++cb) {
+        const int64_t k0 = cb * kNr;
+        Tile acc;
+        tile_product(s.xc.data() + i0 * Dp, Dp, s.xt.data() + k0 * D, kNr, D, acc);
+        // Whole 16-wide pieces, padding columns included (they are never read).
+        for (int64_t r = 0; r < kMr && i0 + r < B; ++r) {
+          const double ni = s.norm[i0 + r];
+          double* out = m + (i0 + r) * ld + k0;
+#pragma omp simd
+          for (int64_t j = 0; j < kNr; ++j) {
+            const double d = ni + s.norm[k0 + j] - 2.0 * acc[r][j];
+            out[j] = d > 0.0 ? d : 0.0;  // rounding can dip below 0
+          }
+        }
+      }
+    }
+    // The loop's closing barrier: the upper part is complete before it is mirrored.
+    // Row i has columns from (i / kNr)·kNr on; the ones left of that come from column i.
+    const int64_t tiles = (B + kTile - 1) / kTile;
+#pragma omp for schedule(dynamic)
+    for (int64_t ti = 0; ti < tiles; ++ti) {
+      const int64_t i_end = std::min(B, (ti + 1) * kTile);
+      for (int64_t tk = 0; tk <= ti; ++tk) {
+        const int64_t k_begin = tk * kTile;
+        for (int64_t i = ti * kTile; i < i_end; ++i) {
+          const int64_t k_end = std::min((tk + 1) * kTile, i / kNr * kNr);
+          for (int64_t k = k_begin; k < k_end; ++k) m[i * ld + k] = m[k * ld + i];
         }
       }
     }
@@ -207,15 +230,34 @@ double anchor_row(double* row, const int32_t* labels, int64_t B, int64_t i, doub
   // Shifted sums: every exponent is ≤ 0 and each nearest neighbour contributes exactly 1.
   // p's numerators go back into row[], q's (zero off the partners) into q[].
   double s_all = 0.0, s_pos = 0.0;
+  const double shift = (m_pos - m_all) * inv_t;  // ≥ 0: the nearest partner's lag
+  if (shift <= kShiftMax) {
+    // One exponential per pair: a partner's q numerator is its p numerator times e^shift.
+    // Only partners below e^-700 of the nearest overall vanish, and with the shift this
+    // small they are below e^-(700 - kShiftMax) of the nearest partner: nothing in double.
+    const double lift = std::exp(shift);
 #pragma omp simd reduction(+ : s_all, s_pos)
-  for (int64_t k = 0; k < B; ++k) {
-    const double d = row[k];
-    const double e = exp_nonpositive((m_all - d) * inv_t);
-    const double qk = labels[k] == yi ? exp_nonpositive((m_pos - d) * inv_t) : 0.0;
-    row[k] = e;
-    q[k] = qk;
-    s_all += e;
-    s_pos += qk;
+    for (int64_t k = 0; k < B; ++k) {
+      const double e = exp_nonpositive((m_all - row[k]) * inv_t);
+      const double qk = labels[k] == yi ? e * lift : 0.0;
+      row[k] = e;
+      q[k] = qk;
+      s_all += e;
+      s_pos += qk;
+    }
+  } else {
+    // The nearest partner is far behind the nearest sample (T → 0, CASE 9): each sum gets
+    // its own shift, or every partner's p numerator would underflow to 0.
+#pragma omp simd reduction(+ : s_all, s_pos)
+    for (int64_t k = 0; k < B; ++k) {
+      const double d = row[k];
+      const double e = exp_nonpositive((m_all - d) * inv_t);
+      const double qk = labels[k] == yi ? exp_nonpositive((m_pos - d) * inv_t) : 0.0;
+      row[k] = e;
+      q[k] = qk;
+      s_all += e;
+      s_pos += qk;
+    }
   }
 
   // ℓ_i = (m_pos - m_all)/T + log s_all - log s_pos: no large terms cancel, even as T → 0.
