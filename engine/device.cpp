@@ -62,10 +62,12 @@ size_t rounded(size_t bytes) {
   return bytes == 0 ? kAlign : (bytes + kAlign - 1) / kAlign * kAlign;
 }
 
+#ifndef SIGMAR_CUDA
 [[noreturn]] void no_cuda() {
   throw std::runtime_error(
       "this sigmar was built without CUDA: rebuild with -Dcuda=enabled, or use --device cpu");
 }
+#endif
 }  // namespace
 
 void* alloc(size_t bytes, Device d) {

@@ -40,7 +40,8 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 }
 
 [[noreturn]] void invalid(const std::string& path, const std::string& what) {
-  throw std::runtime_error(path + ": not a valid sigmar checkpoint: " + what);
+  throw std::runtime_error(path + ": not a valid sigmar checkpoint: " + what +
+                           "; resume from another checkpoint-epochNNN.sgm of the run");
 }
 
 [[noreturn]] void io_error(const std::string& path, const std::string& what,

@@ -9,11 +9,13 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <stdexcept>
 
 namespace sigmar {
@@ -104,10 +106,58 @@ Device resolve_device(const std::string& flag) {
 
 // ---- construction ----------------------------------------------------------------------
 
+namespace {
+
+// Throws naming the flag, the value and what it should be, unless `ok`.
+template <typename T>
+void require(bool ok, const char* flag, T value, const char* should) {
+  if (ok) return;
+  std::ostringstream msg;
+  msg << flag << " " << value << ": " << should;
+  throw std::invalid_argument(msg.str());
+}
+
+bool finite_at_least(float v, float lo) { return std::isfinite(v) && v >= lo; }
+
+}  // namespace
+
+void validate(const TrainConfig& c) {
+  require(c.batch_size >= 1, "--batch-size", c.batch_size, "must be at least 1");
+  require(c.eval_batch_size >= 1, "eval_batch_size", c.eval_batch_size, "must be at least 1");
+  require(c.epochs >= 0, "--epochs", c.epochs, "must be >= 0");
+  require(c.threads >= 0, "--threads", c.threads, "must be >= 0 (0 uses every core)");
+  require(c.data.train_limit >= 0 && c.data.test_limit >= 0, "--train-limit/--test-limit",
+          std::min(c.data.train_limit, c.data.test_limit), "must be >= 1 (0 means all)");
+  const Schedule& s = c.schedule;
+  require(std::isfinite(s.base_lr) && s.base_lr > 0, "--lr", s.base_lr,
+          "must be a finite number > 0 (1e-3 suits Adam, 0.01-0.1 SGD)");
+  require(s.warmup_steps >= 0, "--warmup-steps", s.warmup_steps, "must be >= 0");
+  require(std::isfinite(s.gamma) && s.gamma > 0 && s.gamma <= 1, "--lr-gamma", s.gamma,
+          "must lie in (0, 1]");
+  require(s.kind != "step" || s.step_every >= 1, "--lr-step-every", s.step_every,
+          "must be at least 1 with --schedule step (optimizer steps between decays)");
+  require(finite_at_least(s.min_lr, 0), "min_lr", s.min_lr, "must be >= 0");
+  const OptimizerConfig& o = c.optimizer;
+  require(finite_at_least(o.momentum, 0) && o.momentum < 1, "--momentum", o.momentum,
+          "must lie in [0, 1) (0.9 is usual; 0 is plain SGD)");
+  require(finite_at_least(o.weight_decay, 0), "--weight-decay", o.weight_decay,
+          "must be a finite number >= 0");
+  require(finite_at_least(o.beta1, 0) && o.beta1 < 1, "beta1", o.beta1, "must lie in [0, 1)");
+  require(finite_at_least(o.beta2, 0) && o.beta2 < 1, "beta2", o.beta2, "must lie in [0, 1)");
+  require(std::isfinite(o.eps) && o.eps > 0, "eps", o.eps, "must be a finite number > 0");
+  require(finite_at_least(c.lambda, 0), "--lambda", c.lambda,
+          "must be a finite number >= 0 (0 trains with cross-entropy alone)");
+  const AuxLossConfig& l = c.loss;
+  require(std::isfinite(l.alpha) && l.alpha > 0 && l.alpha <= 1, "--alpha", l.alpha,
+          "must lie in (0, 1] (0.5 is the center-loss paper's rate)");
+  require(std::isfinite(l.temperature) && l.temperature > 0, "--snnl-temperature",
+          l.temperature, "must be a finite number > 0");
+  require(std::isfinite(l.slope) && l.slope > 0, "--s2r-slope", l.slope,
+          "must be a finite number > 0");
+}
+
 Trainer::Trainer(TrainConfig cfg, std::ostream& log) : cfg_(std::move(cfg)), log_(log) {
-  if (cfg_.batch_size < 1) throw std::invalid_argument("--batch-size must be >= 1");
-  if (cfg_.epochs < 0) throw std::invalid_argument("--epochs must be >= 0");
-  if (!(cfg_.schedule.base_lr > 0)) throw std::invalid_argument("--lr must be > 0");
+  validate(cfg_);
   set_cpu_threads(cfg_.threads);
   set_deterministic(cfg_.deterministic);
   device_ = resolve_device(cfg_.device);

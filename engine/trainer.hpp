@@ -36,6 +36,10 @@ struct TrainConfig {
   bool progress = true;     // a progress bar when stderr is a terminal
 };
 
+// Throws std::invalid_argument naming the flag, its value and the range it must lie in, for
+// the first setting that is out of range (the Trainer calls it before anything else).
+void validate(const TrainConfig& c);
+
 nlohmann::json to_json(const TrainConfig& c);
 TrainConfig train_config_from_json(const nlohmann::json& j);
 

@@ -298,5 +298,14 @@ TEST_CASE("kernels tool: the binary runs a kernel and reports errors on stderr")
   CHECK(std::system(bad.c_str()) != 0);
   CHECK(contains(read_text(s.path("stderr")), "unknown kernel 'centre'"));
   const std::string check = bin + " check > " + s.path("check") + " 2>&1";
-  if (!cuda_available()) CHECK(std::system(check.c_str()) == 0);
+  if (!cuda_available()) {
+    CHECK(std::system(check.c_str()) == 0);
+    // Asking for the GPU where there is none names the reason and the way out, up front.
+    const std::string gpu = ok.substr(0, ok.find(" > ")) + " --device cuda 2> " +
+                            s.path("gpu_stderr");
+    CHECK(std::system(gpu.c_str()) != 0);
+    const std::string msg = read_text(s.path("gpu_stderr"));
+    CHECK(contains(msg, "--device cuda: "));
+    CHECK(contains(msg, "use --device cpu"));
+  }
 }

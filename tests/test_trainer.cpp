@@ -316,6 +316,11 @@ TEST_CASE("sigmar-train: bad input gives one clear error line and a non-zero exi
       {"--epochs -1", "--epochs"},
       {"--resume " + (dir / "broken.sgm").string(), "broken.sgm"},
       {"--resume " + (dir / "missing.sgm").string(), "missing.sgm"},
+      {"--lambda -1", "--lambda -1: must be a finite number >= 0"},
+      {"--optimizer sgd --momentum 5", "--momentum 5: must lie in [0, 1)"},
+      {"--schedule step", "--lr-step-every 0: must be at least 1"},
+      {"--train-limit 0", "leave it out to use every image"},
+      {"--threads -3", "--threads -3"},
   };
   for (const Case& c : cases) {
     int code = 0;
@@ -327,5 +332,22 @@ TEST_CASE("sigmar-train: bad input gives one clear error line and a non-zero exi
     CHECK(out.find("error") != std::string::npos);
     // One line, not a stack of output.
     CHECK(std::count(out.begin(), out.end(), '\n') <= 1);
+  }
+
+  // --overwrite replaces an earlier run only once the new one has passed every check.
+  const fs::path earlier = dir / "earlier";
+  fs::create_directories(earlier);
+  std::ofstream(earlier / "metrics.csv") << "epoch,train_loss\n1,0.5\n";
+  for (const std::string& bad :
+       std::vector<std::string>{"--lambda -1", "--data-dir " + (dir / "nowhere").string()}) {
+    int code = 0;
+    run(bad + " --out " + earlier.string() + " --overwrite", &code);
+    CAPTURE(bad);
+    CHECK(code != 0);
+    std::ifstream kept(earlier / "metrics.csv");
+    std::string first, second;
+    std::getline(kept, first);
+    std::getline(kept, second);
+    CHECK(second == "1,0.5");
   }
 }

@@ -233,6 +233,28 @@ std::string cpu_model() {
   return "unknown CPU";
 }
 
+// How busy the CPUs are with other work: the fraction of all cores' time spent outside idle
+// over `seconds` while this process sleeps (/proc/stat; -1 where it cannot be read).
+double cpu_busy_fraction(double seconds) {
+  const auto sample = [](double& busy, double& total) {
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    double v[8] = {};
+    in >> cpu;
+    for (double& x : v) in >> x;
+    if (!in || cpu != "cpu") return false;
+    total = 0;
+    for (double x : v) total += x;
+    busy = total - v[3] - v[4];  // idle and iowait
+    return true;
+  };
+  double b0 = 0, t0 = 0, b1 = 0, t1 = 0;
+  if (!sample(b0, t0)) return -1;
+  usleep(static_cast<useconds_t>(seconds * 1e6));
+  if (!sample(b1, t1) || t1 <= t0) return -1;
+  return (b1 - b0) / (t1 - t0);
+}
+
 // ---- comparing outputs -------------------------------------------------------------------------
 
 struct Agreement {
@@ -452,6 +474,15 @@ int bench_command(const BenchOptions& o, std::ostream& out) {
     kernels.push_back(&find_kernel(o.kernel));
   if (o.device == Device::cuda) backend_for(Device::cuda);  // says why when there is no GPU
 
+  // Threads that wait for a core make every parallel call last a scheduler time slice (tens
+  // of ms): times from a shared CPU are not the kernel's. Say so before measuring anything.
+  const double busy = cpu_busy_fraction(0.3);
+  if (busy > 0.25) {
+    out << fmt::format(
+        "warning: {:.0f}% of the CPU time was taken by other processes just now; CPU times "
+        "below will be too long (run on an idle machine)\n",
+        100 * busy);
+  }
   const Limits limits = measure_limits(o.device);
   const std::string machine =
       o.device == Device::cpu ? fmt::format("{}, {} threads", cpu_model(), omp_get_max_threads())
@@ -484,6 +515,7 @@ int bench_command(const BenchOptions& o, std::ostream& out) {
                        {"device", device_name(o.device)},
                        {"machine", machine},
                        {"backend", backend_for(o.device).describe()},
+                       {"cpu_busy_before", busy},
                        {"limits",
                         {{"copy_GBps", limits.copy_gbps},
                          {"fma_GFLOPps", limits.fma_gflops},

@@ -73,6 +73,13 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   try {
+    // Say why there is no GPU before any input is read or any table is printed.
+    const bool wants_gpu = (*run_cmd && run.device == Device::cuda) ||
+                           (*bench_cmd && bench.device == Device::cuda);
+    std::string why;
+    if (wants_gpu && !cuda_available(&why)) {
+      throw std::runtime_error("--device cuda: " + why + "; use --device cpu");
+    }
     if (*list) return lab::list_command(list_name, std::cout);
     if (*run_cmd) {
       run.inputs = input_files(run_inputs);

@@ -37,6 +37,15 @@ struct Flags {
 
 void add_flags(CLI::App& app, Flags& f) {
   TrainConfig& c = f.cfg;
+  // An image count: 0 would leave nothing to train on, and leaving the flag out means all.
+  const CLI::Validator at_least_one(
+      [](const std::string& v) {
+        int64_t n = 0;
+        const bool whole = CLI::detail::lexical_cast(v, n);
+        return whole && n >= 1 ? std::string()
+                               : "must be a whole number >= 1 (leave it out to use every image)";
+      },
+      "N >= 1");
   app.add_option("--dataset", c.data.name, "fashion-mnist or mnist")
       ->capture_default_str()->check(CLI::IsMember({"fashion-mnist", "mnist"}));
   app.add_option("--data-dir", c.data.dir,
@@ -47,10 +56,12 @@ void add_flags(CLI::App& app, Flags& f) {
       ->capture_default_str()->check(CLI::Range(1, 4096));
   app.add_option("--loss", f.loss, "ce, center, snnl or s2r (CE is always included)")
       ->capture_default_str()->check(CLI::IsMember({"ce", "center", "snnl", "s2r"}));
-  app.add_option("--lambda", f.lambda, "weight of the feature-space loss (default per loss)");
-  app.add_option("--alpha", f.alpha, "center / class-variance update rate in (0,1]");
-  app.add_option("--snnl-temperature", f.temperature, "SNNL temperature T > 0");
-  app.add_option("--s2r-slope", f.slope, "sigma-squared reduction sigmoid slope k > 0");
+  app.add_option("--lambda", f.lambda,
+                 "weight of the feature-space loss >= 0 (default per loss: center 0.03, "
+                 "snnl 0.1, s2r 0.01)");
+  app.add_option("--alpha", f.alpha, "center / class-variance update rate in (0,1] (0.5)");
+  app.add_option("--snnl-temperature", f.temperature, "SNNL temperature T > 0 (1)");
+  app.add_option("--s2r-slope", f.slope, "sigma-squared reduction sigmoid slope k > 0 (1)");
   app.add_option("--s2r-weight-grad", f.weight_grad, "full or detached")
       ->capture_default_str()->check(CLI::IsMember({"full", "detached"}));
   app.add_option("--epochs", c.epochs, "epochs to train")->capture_default_str()
@@ -70,16 +81,16 @@ void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--lr-step-every", c.schedule.step_every, "step schedule: steps per decay");
   app.add_option("--lr-gamma", c.schedule.gamma, "step schedule: decay factor")
       ->capture_default_str();
-  app.add_option("--seed", c.seed, "one seed for init, shuffling and augmentation")
+  app.add_option("--seed", c.seed, "one seed for initialisation and shuffling")
       ->capture_default_str();
   app.add_option("--threads", c.threads, "CPU threads (0: all cores)")->capture_default_str();
   app.add_option("--device", c.device, "auto, cpu or cuda")->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_flag("--deterministic", c.deterministic, "bit-identical runs on the GPU too");
-  app.add_option("--train-limit", c.data.train_limit, "use the first N training images")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--test-limit", c.data.test_limit, "use the first N test images")
-      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--deterministic", c.deterministic, "deterministic cuDNN algorithms: bit-identical GPU runs (CPU runs always are)");
+  app.add_option("--train-limit", c.data.train_limit, "use the first N >= 1 training images")
+      ->check(at_least_one);
+  app.add_option("--test-limit", c.data.test_limit, "use the first N >= 1 test images")
+      ->check(at_least_one);
   app.add_option("--out", c.out_dir, "run folder for logs and checkpoints")
       ->capture_default_str();
   app.add_option("--resume", f.resume, "continue from a checkpoint-epochNNN.sgm");
@@ -155,10 +166,11 @@ int main(int argc, char** argv) {
     } else {
       apply_loss_flags(app, f);
       cfg = f.cfg;
-      prepare_out_dir(cfg.out_dir, f.overwrite);
     }
     cfg.progress = !f.no_progress;
+    // Settings, device and data are checked before an earlier run's logs are replaced.
     sigmar::Trainer trainer(cfg, std::cout);
+    if (f.resume.empty()) prepare_out_dir(cfg.out_dir, f.overwrite);
     if (!f.resume.empty()) {
       trainer.load_checkpoint(f.resume);
       std::cout << "resumed from " << f.resume << " at epoch " << trainer.epoch() << "\n";
