@@ -9,6 +9,7 @@
 // whatever the class sizes and the order of every sum is fixed; absent classes are never
 // written.
 // The update sums in double, where the differences of two floats are exact.
+#include "kernels/cpu_math.hpp"
 #include "kernels/kernels.hpp"
 
 #include <algorithm>
@@ -26,49 +27,6 @@ constexpr int64_t kParallelMin = 1 << 14;
 // Rows per block of the update's partial class sums (fixed: the order of every sum is too).
 constexpr int64_t kUpdateRows = 256;
 
-// Partial sums per row: float lanes, each holding about D/kLanes squares, added in double.
-constexpr int64_t kLanes = 16;
-
-// The kLanes partial sums added pairwise in double: a short dependency chain, a fixed order.
-inline double add_lanes(const float* lane) {
-  double l[kLanes];
-#pragma omp simd
-  for (int64_t j = 0; j < kLanes; ++j) l[j] = lane[j];
-  for (int64_t h = kLanes / 2; h >= 1; h /= 2) {
-#pragma omp simd
-    for (int64_t j = 0; j < h; ++j) l[j] += l[j + h];
-  }
-  return l[0];
-}
-
-// One row: writes (x - c)/B into g (if given) and returns ‖x - c‖². The difference is formed
-// once, in float (the gradient is float anyway), and squared into kLanes independent float
-// sums, so the additions do not wait on one another and a row of D ≤ a few thousand keeps
-// its sum to a few float ulps; the lanes and the rows are then added in double.
-inline double row_loss(const float* x, const float* c, int64_t D, float inv_b, float* g) {
-  double acc = 0.0;
-  int64_t d = 0;
-  if (D >= kLanes) {
-    float lane[kLanes] = {};
-    for (; d + kLanes <= D; d += kLanes) {
-#pragma omp simd
-      for (int64_t j = 0; j < kLanes; ++j) {
-        const float diff = x[d + j] - c[d + j];
-        lane[j] += diff * diff;
-        if (g) g[d + j] = diff * inv_b;  // ∂L/∂x_i = (x_i - c_{y_i}) / B
-      }
-    }
-    acc = add_lanes(lane);
-  }
-  // The last D mod kLanes columns (all of them in a narrow row) straight into the double sum.
-  for (; d < D; ++d) {
-    const float diff = x[d] - c[d];
-    acc += double(diff) * double(diff);
-    if (g) g[d] = diff * inv_b;
-  }
-  return acc;
-}
-
 }  // namespace
 
 float center_loss(const float* x, const int32_t* labels, const float* centers, int64_t B, int64_t D,
@@ -85,7 +43,7 @@ float center_loss(const float* x, const int32_t* labels, const float* centers, i
     const int64_t i_end = std::min(B, (blk + 1) * kRowsPerBlock);
     double acc = 0.0;
     for (int64_t i = blk * kRowsPerBlock; i < i_end; ++i) {
-      acc += row_loss(x + i * D, centers + int64_t(labels[i]) * D, D, inv_b,
+      acc += cpu::sq_distance(x + i * D, centers + int64_t(labels[i]) * D, D, inv_b,
                       grad_x ? grad_x + i * D : nullptr);
     }
     block_sum[blk] = acc;

@@ -12,10 +12,10 @@
 // weights of the whole block as one vectorised loop (our own exp, no libm call per row); the
 // gradient rows. The blocks' loss terms are added in block order, so the result does not
 // depend on the number of threads.
+#include "kernels/cpu_math.hpp"
 #include "kernels/kernels.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -28,74 +28,6 @@ namespace {
 constexpr int64_t kRowsPerBlock = 64;
 // Below this many values a parallel region costs more than it saves.
 constexpr int64_t kParallelMin = 1 << 14;
-// Partial sums per row: float lanes, each holding about D/kLanes squares.
-constexpr int64_t kLanes = 16;
-
-// ‖x - c‖² of one row: the differences in float, squared into kLanes independent float sums
-// (no add waits on the one before, and each lane holds few terms), the lanes added pairwise
-// in double. A sum of squares cannot cancel, so this is accurate to a few float ulps.
-inline double center_error(const float* x, const float* c, int64_t D) {
-  double acc = 0.0;
-  int64_t j0 = 0;
-  if (D >= kLanes) {
-    float lane[kLanes] = {};
-    for (; j0 + kLanes <= D; j0 += kLanes) {
-#pragma omp simd
-      for (int64_t j = 0; j < kLanes; ++j) {
-        const float diff = x[j0 + j] - c[j0 + j];
-        lane[j] += diff * diff;
-      }
-    }
-    double l[kLanes];
-#pragma omp simd
-    for (int64_t j = 0; j < kLanes; ++j) l[j] = lane[j];
-    for (int64_t h = kLanes / 2; h >= 1; h /= 2) {
-#pragma omp simd
-      for (int64_t j = 0; j < h; ++j) l[j] += l[j + h];
-    }
-    acc = l[0];
-  }
-  // The last D mod kLanes columns (all of them in a narrow row) straight into the double sum.
-  for (; j0 < D; ++j0) {
-    const float diff = x[j0] - c[j0];
-    acc += double(diff) * double(diff);
-  }
-  return acc;
-}
-
-// exp(t) for t ≤ 0 (or NaN), to about 1e-13 relative, in straight-line code that
-// vectorises: t = n·ln2 + r with |r| ≤ ln2/2, exp(r) by its Taylor polynomial of degree 11,
-// 2^n built in the exponent bits. Below -700 (and at -inf) it is exactly 0.
-inline double exp_nonpositive(double t) {
-  constexpr double kLog2e = 1.4426950408889634;
-  constexpr double kLn2Hi = 0.6931471805598903;     // ln 2 to 43 bits: n·kLn2Hi is exact
-  constexpr double kLn2Lo = 5.497923018708371e-14;  // ln 2 - kLn2Hi
-  constexpr double kRound = 6755399441055744.0;     // 1.5·2^52: adding it rounds to an integer
-  const double tc = t < -700.0 ? -700.0 : t;        // keeps 2^n a normal number (NaN passes)
-
-  // n = round(t·log2 e), left in the low mantissa bits of `shifted`.
-  const double shifted = tc * kLog2e + kRound;
-  const double n = shifted - kRound;
-  const double r = (tc - n * kLn2Hi) - n * kLn2Lo;
-
-  double p = 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-
-  const uint64_t bits = (std::bit_cast<uint64_t>(shifted) + 1023) << 52;
-  const double e = p * std::bit_cast<double>(bits);
-  return t < -700.0 ? 0.0 : e;
-}
-
 // One block of R rows: returns Σ w_i d_i and writes the gradient rows (if g is given).
 double s2r_block(const float* x, const int32_t* labels, const float* centers,
                  const float* variances, int64_t R, int64_t D, S2RParams p, double inv_b,
@@ -105,7 +37,7 @@ double s2r_block(const float* x, const int32_t* labels, const float* centers,
 
   // Pass 1: the center error d of each row, and its class variance.
   for (int64_t r = 0; r < R; ++r) {
-    d[r] = center_error(x + r * D, centers + int64_t(labels[r]) * D, D);
+    d[r] = cpu::sq_distance(x + r * D, centers + int64_t(labels[r]) * D, D, 0.0f, nullptr);
     v[r] = variances[labels[r]];
   }
 
@@ -118,7 +50,7 @@ double s2r_block(const float* x, const int32_t* labels, const float* centers,
   for (int64_t r = 0; r < R; ++r) {
     const double ve = v[r] + eps;
     const double t = k * ((d[r] - v[r]) / ve);
-    const double e = exp_nonpositive(-std::fabs(t));
+    const double e = cpu::exp_nonpositive(-std::fabs(t));
     const double q = 1.0 / (1.0 + e);
     const double s = t >= 0.0 ? q : e * q;
     const double w = 2.0 * s;
@@ -179,7 +111,7 @@ void s2r_update(const float* x, const int32_t* labels, float* centers, float* va
   std::vector<double> dist(static_cast<size_t>(B));
 #pragma omp parallel for schedule(static) if (B * D >= kParallelMin)
   for (int64_t i = 0; i < B; ++i)
-    dist[i] = center_error(x + i * D, centers + int64_t(labels[i]) * D, D);
+    dist[i] = cpu::sq_distance(x + i * D, centers + int64_t(labels[i]) * D, D, 0.0f, nullptr);
 
   // v_j ← v_j - α·Σ_{i∈j} (v_j - d_i)/(1 + n_j) = v_j - α·(n_j v_j - Σ d_i)/(1 + n_j),
   // summed in batch order; absent classes are not written.

@@ -26,10 +26,10 @@
 // path would need its own accuracy contract and tests (tools/KERNELS.md).
 // Memory: one B×B double matrix (8 MiB at B = 1024) and the features in double, kept per
 // calling thread between calls so that a training loop does not allocate them every step.
+#include "kernels/cpu_math.hpp"
 #include "kernels/kernels.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -70,39 +70,6 @@ inline void tile_product(const double* a, int64_t lda, const double* b, int64_t 
   }
 }
 
-// exp(t) for t ≤ 0 (or NaN), to about 1e-13 relative, in straight-line code that
-// vectorises: t = n·ln2 + r with |r| ≤ ln2/2, exp(r) by its Taylor polynomial of degree 11,
-// 2^n built in the exponent bits. t = 0 gives exactly 1; below -700 (and at -inf, the self
-// pair) exactly 0, where libm would give at most 1e-304.
-inline double exp_nonpositive(double t) {
-  constexpr double kLog2e = 1.4426950408889634;
-  constexpr double kLn2Hi = 0.6931471805598903;     // ln 2 to 43 bits: n·kLn2Hi is exact
-  constexpr double kLn2Lo = 5.497923018708371e-14;  // ln 2 - kLn2Hi
-  constexpr double kRound = 6755399441055744.0;     // 1.5·2^52: adding it rounds to an integer
-  const double tc = t < -700.0 ? -700.0 : t;        // keeps 2^n a normal number (NaN passes)
-
-  // n = round(t·log2 e), left in the low mantissa bits of `shifted`.
-  const double shifted = tc * kLog2e + kRound;
-  const double n = shifted - kRound;
-  const double r = (tc - n * kLn2Hi) - n * kLn2Lo;
-
-  double p = 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-
-  const uint64_t bits = (std::bit_cast<uint64_t>(shifted) + 1023) << 52;
-  const double e = p * std::bit_cast<double>(bits);
-  return t < -700.0 ? 0.0 : e;
-}
 
 // Scratch kept between calls on the calling thread (resized, never shrunk).
 // The B-side operand of each product is packed in panels of kNr columns, so that a micro
@@ -238,7 +205,7 @@ double anchor_row(double* row, const int32_t* labels, int64_t B, int64_t i, doub
     const double lift = std::exp(shift);
 #pragma omp simd reduction(+ : s_all, s_pos)
     for (int64_t k = 0; k < B; ++k) {
-      const double e = exp_nonpositive((m_all - row[k]) * inv_t);
+      const double e = cpu::exp_nonpositive((m_all - row[k]) * inv_t);
       const double qk = labels[k] == yi ? e * lift : 0.0;
       row[k] = e;
       q[k] = qk;
@@ -251,8 +218,8 @@ double anchor_row(double* row, const int32_t* labels, int64_t B, int64_t i, doub
 #pragma omp simd reduction(+ : s_all, s_pos)
     for (int64_t k = 0; k < B; ++k) {
       const double d = row[k];
-      const double e = exp_nonpositive((m_all - d) * inv_t);
-      const double qk = labels[k] == yi ? exp_nonpositive((m_pos - d) * inv_t) : 0.0;
+      const double e = cpu::exp_nonpositive((m_all - d) * inv_t);
+      const double qk = labels[k] == yi ? cpu::exp_nonpositive((m_pos - d) * inv_t) : 0.0;
       row[k] = e;
       q[k] = qk;
       s_all += e;

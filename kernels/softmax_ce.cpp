@@ -7,15 +7,15 @@
 // Speed: with C = 10 a row is shorter than one vector register, so a loop per row would run
 // mostly in its scalar tail, and libm's exp is a scalar call. Rows are therefore taken in
 // blocks of up to kBlock values: the shifted logits of the whole block go to a small double
-// buffer on the stack, and exp_nonpositive() (branch-free, inlined) runs over that buffer as
-// one flat loop the compiler vectorises. A row longer than kBlock is taken alone, in pieces
+// buffer on the stack, and cpu::exp_nonpositive() (kernels/cpu_math.hpp: branch-free,
+// inlined) runs over that buffer as one flat loop the compiler vectorises. A row longer than kBlock is taken alone, in pieces
 // of kBlock, and its exponentials are formed twice (for the sum, then for the gradient), so
 // every row's values are the same on either path. Blocks are fixed by B and C only and their
 // losses are added in block order: the result does not depend on the number of threads.
+#include "kernels/cpu_math.hpp"
 #include "kernels/kernels.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -31,42 +31,6 @@ constexpr int64_t kBlock = 2048;
 // Below this many logits one thread finishes before a parallel region would have started.
 constexpr int64_t kParallelMin = 8192;
 
-// exp(t) for t ≤ 0 (or NaN), to about 1e-13 relative, in straight-line code that
-// vectorises. t = n·ln2 + r with |r| ≤ ln2/2, exp(r) by its Taylor polynomial of degree 11
-// (remainder below 1e-14), and 2^n built in the exponent bits. t = 0 gives exactly 1 (n = 0,
-// r = 0), so a row's largest term is exactly 1 as with libm; below -700 (and at -inf) the
-// result is exactly 0, where libm would give at most 1e-304, which is 0 in any float result.
-inline double exp_nonpositive(double t) {
-  constexpr double kLog2e = 1.4426950408889634;
-  constexpr double kLn2Hi = 0.6931471805598903;     // ln 2 to 43 bits: n·kLn2Hi is exact
-  constexpr double kLn2Lo = 5.497923018708371e-14;  // ln 2 - kLn2Hi
-  constexpr double kRound = 6755399441055744.0;     // 1.5·2^52: adding it rounds to an integer
-  const double tc = t < -700.0 ? -700.0 : t;        // keeps 2^n a normal number (NaN passes)
-
-  // n = round(t·log2 e): the shifter leaves n in the low mantissa bits of `shifted`.
-  const double shifted = tc * kLog2e + kRound;
-  const double n = shifted - kRound;
-  const double r = (tc - n * kLn2Hi) - n * kLn2Lo;
-
-  // exp(r) = Σ r^j / j!, Horner from the top.
-  double p = 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-
-  // 2^n: n + 1023 into the exponent field (n ≥ -1010 here, so never subnormal).
-  const uint64_t bits = (std::bit_cast<uint64_t>(shifted) + 1023) << 52;
-  const double e = p * std::bit_cast<double>(bits);
-  return t < -700.0 ? 0.0 : e;
-}
 
 // buf[r·w + k] = exp(z[r·C + k] - m[r]) for rows r < R and columns k < w of z. The difference
 // of two floats is exact in double, so the only rounding is the exponential's own.
@@ -78,7 +42,7 @@ void shifted_exps(const float* z, int64_t C, int64_t R, int64_t w, const float* 
   }
   // One flat loop over the whole block: full vectors even when w is 10.
 #pragma omp simd simdlen(8)
-  for (int64_t j = 0; j < R * w; ++j) buf[j] = exp_nonpositive(buf[j]);
+  for (int64_t j = 0; j < R * w; ++j) buf[j] = cpu::exp_nonpositive(buf[j]);
 }
 
 // Below this row length the block's rows are reduced side by side, column by column: the rows'

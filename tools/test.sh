@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is needed, builds, runs every test and ends with one line
-# "N passed, N failed, N skipped" (GPU tests are skipped, and counted, without a GPU).
+# Installs what is needed, builds, runs every test and ends with one line "N passed, N failed",
+# after a line "N skipped" (GPU tests are skipped, and counted, without a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
@@ -25,5 +25,6 @@ if [ -z "$passed" ]; then
   exit 1
 fi
 [ "$status" -eq 0 ] || [ "${failed:-0}" -gt 0 ] || failed=1
-echo "${passed} passed, ${failed:-0} failed, ${skipped:-0} skipped"
+echo "${skipped:-0} skipped (tests that need a GPU, on a machine without one)"
+echo "${passed} passed, ${failed:-0} failed"
 [ "$status" -eq 0 ]
