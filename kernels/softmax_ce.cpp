@@ -8,10 +8,11 @@
 // mostly in its scalar tail, and libm's exp is a scalar call. Rows are therefore taken in
 // blocks of up to kBlock values: the shifted logits of the whole block go to a small double
 // buffer on the stack, and cpu::exp_nonpositive() (kernels/cpu_math.hpp: branch-free,
-// inlined) runs over that buffer as one flat loop the compiler vectorises. A row longer than kBlock is taken alone, in pieces
-// of kBlock, and its exponentials are formed twice (for the sum, then for the gradient), so
-// every row's values are the same on either path. Blocks are fixed by B and C only and their
-// losses are added in block order: the result does not depend on the number of threads.
+// inlined) runs over that buffer as one flat loop the compiler vectorises. A row longer than
+// kBlock is taken alone, in pieces of kBlock, and its exponentials are formed twice (for the
+// sum, then for the gradient), so every row's values are the same on either path. Blocks are
+// fixed by B and C only and their losses are added in block order: the result does not
+// depend on the number of threads.
 #include "kernels/cpu_math.hpp"
 #include "kernels/kernels.hpp"
 

@@ -86,7 +86,8 @@ void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--threads", c.threads, "CPU threads (0: all cores)")->capture_default_str();
   app.add_option("--device", c.device, "auto, cpu or cuda")->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_flag("--deterministic", c.deterministic, "deterministic cuDNN algorithms: bit-identical GPU runs (CPU runs always are)");
+  app.add_flag("--deterministic", c.deterministic,
+               "deterministic cuDNN algorithms: bit-identical GPU runs (CPU runs always are)");
   app.add_option("--train-limit", c.data.train_limit, "use the first N >= 1 training images")
       ->check(at_least_one);
   app.add_option("--test-limit", c.data.test_limit, "use the first N >= 1 test images")
