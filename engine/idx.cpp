@@ -111,7 +111,7 @@ void check_magic(const std::string& path, uint32_t found, uint32_t expected) {
   if (found == kImagesMagic || found == kLabelsMagic)
     fail(path, got + " marks an IDX " + idx_kind(found) + " file, but " + want +
                    "; check which file was passed");
-  fail(path, got + " is not IDX; " + want);
+  fail(path, got + " is not IDX; " + want + "; replace it with the real file");
 }
 
 std::string gz_note(const FileBytes& f) { return f.gunzipped ? " (after gunzip)" : ""; }
@@ -153,7 +153,8 @@ IdxImages read_idx_images(const std::string& path) {
   if (f.data.size() >= 4) check_magic(path, read_be32(f.data.data()), kImagesMagic);
   if (f.data.size() < kImagesHeader)
     fail(path, "file is " + std::to_string(f.data.size()) + " bytes" + gz_note(f) +
-                   ", too short for a 16-byte IDX images header");
+                   ", too short for a 16-byte IDX images header; the file is truncated, "
+                   "replace it");
   const uint8_t* p = f.data.data();
 
   const uint64_t count = read_be32(p + 4), rows = read_be32(p + 8), cols = read_be32(p + 12);
@@ -182,7 +183,8 @@ std::vector<uint8_t> read_idx_labels(const std::string& path, int num_classes) {
   if (f.data.size() >= 4) check_magic(path, read_be32(f.data.data()), kLabelsMagic);
   if (f.data.size() < kLabelsHeader)
     fail(path, "file is " + std::to_string(f.data.size()) + " bytes" + gz_note(f) +
-                   ", too short for an 8-byte IDX labels header");
+                   ", too short for an 8-byte IDX labels header; the file is truncated, "
+                   "replace it");
 
   const uint64_t count = read_be32(f.data.data() + 4);
   check_body_length(path, f, kLabelsHeader, count, "labels", std::to_string(count) + " labels");

@@ -303,6 +303,10 @@ void Trainer::print_header() {
                       data_.image_size, data_.num_classes);
   log_ << fmt::format("  {:<18}{} ({} parameters)\n", "model", model_->name(),
                       model_->parameter_count());
+  if (!resumed_from_.empty()) {
+    log_ << fmt::format("  {:<18}{} (after epoch {}, batch {})\n", "resumed from",
+                        resumed_from_, epoch_, next_batch_);
+  }
   log_ << std::flush;
 }
 
@@ -419,6 +423,7 @@ void Trainer::load_checkpoint(const std::string& path) {
     throw std::runtime_error(path + ": checkpoint metadata is incomplete (" + e.what() + ")");
   }
   order_.clear();  // rebuilt from epoch_rng_state_ at the next step
+  resumed_from_ = path;
 }
 
 }  // namespace sigmar

@@ -74,6 +74,7 @@ class Trainer {
   Rng& rng() { return rng_; }
   int64_t epoch() const { return epoch_; }            // epochs completed
   int64_t next_batch() const { return next_batch_; }  // position inside the current epoch
+  bool has_work() const { return epoch_ < cfg_.epochs; }  // run() would train something
   int64_t global_step() const { return optimizer_->step_count(); }
   Device device() const { return device_; }
   const DataSet& data() const { return data_; }
@@ -97,6 +98,7 @@ class Trainer {
   std::unique_ptr<AuxLoss> aux_;
   std::unique_ptr<Optimizer> optimizer_;
   int64_t epoch_ = 0, next_batch_ = 0;
+  std::string resumed_from_;  // the checkpoint loaded, for the settings table
   uint64_t epoch_rng_state_ = 0;     // the generator's state before this epoch's shuffle
   std::vector<int32_t> order_;       // this epoch's permutation of the training set
   std::vector<float> last_features_; // test features of the last evaluate()

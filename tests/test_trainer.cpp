@@ -351,3 +351,61 @@ TEST_CASE("sigmar-train: bad input gives one clear error line and a non-zero exi
     CHECK(second == "1,0.5");
   }
 }
+
+TEST_CASE("sigmar-train: run folders are never mixed, and a resume refuses changed settings") {
+  const std::string tiny = "--model tiny --feature-dim 3 --loss center --train-limit 96 "
+                           "--test-limit 50 --batch-size 16 --no-progress ";
+  const ScratchDir scratch("trainer-folders");
+  const fs::path a = scratch.dir / "a", b = scratch.dir / "b";
+  int code = 0;
+  std::string out = run(tiny + "--epochs 2 --save-features --out " + a.string(), &code);
+  REQUIRE_MESSAGE(code == 0, out);
+  out = run(tiny + "--epochs 1 --out " + b.string(), &code);
+  REQUIRE_MESSAGE(code == 0, out);
+  const std::string a_metrics = last_line(a / "metrics.csv");
+  const std::string b1 = (b / "checkpoint-epoch001.sgm").string();
+
+  // A flag that would change what is trained is refused by name, not silently ignored.
+  out = run("--resume " + b1 + " --epochs 2 --loss ce --lr 0.5", &code);
+  CHECK(code != 0);
+  CHECK_MESSAGE(out.find("--loss, --lr cannot change") != std::string::npos, out);
+  CHECK(!fs::exists(b / "checkpoint-epoch002.sgm"));
+
+  // Nothing left to train is an error that says how to train further, and writes nothing.
+  out = run("--resume " + b1, &code);
+  CHECK(code != 0);
+  CHECK_MESSAGE(out.find("pass --epochs N with N > 1") != std::string::npos, out);
+
+  // A resume into another run's folder is refused; that run's log is untouched.
+  out = run("--resume " + b1 + " --epochs 2 --out " + a.string(), &code);
+  CHECK(code != 0);
+  CHECK_MESSAGE(out.find("already holds a run") != std::string::npos, out);
+  CHECK(last_line(a / "metrics.csv") == a_metrics);
+
+  // Resuming A from its epoch 1 would train epoch 2 again: only with --overwrite, which
+  // drops the later rows and checkpoints first, so each epoch is logged once.
+  const std::string a1 = (a / "checkpoint-epoch001.sgm").string();
+  out = run("--resume " + a1, &code);
+  CHECK(code != 0);
+  CHECK_MESSAGE(out.find("already logs epochs up to 2") != std::string::npos, out);
+  CHECK(fs::exists(a / "checkpoint-epoch002.sgm"));
+  out = run("--resume " + a1 + " --epochs 2 --overwrite", &code);
+  REQUIRE_MESSAGE(code == 0, out);
+  std::ifstream log(a / "metrics.csv");
+  std::string line;
+  int rows = 0;
+  while (std::getline(log, line)) rows += line.rfind("2,", 0) == 0;
+  CHECK(rows == 1);
+
+  // --overwrite with a new run removes every file of the old one: no stale checkpoint of
+  // epoch 2 or features of another model are left beside the new run's epoch 1.
+  out = run(tiny + "--epochs 1 --loss ce --out " + a.string() + " --overwrite", &code);
+  REQUIRE_MESSAGE(code == 0, out);
+  CHECK(fs::exists(a / "checkpoint-epoch001.sgm"));
+  CHECK(!fs::exists(a / "checkpoint-epoch002.sgm"));
+  CHECK(!fs::exists(a / "test_features.npy"));
+  CHECK(last_line(a / "metrics.csv").rfind("1,", 0) == 0);
+  std::ifstream config(a / "config.json");
+  const std::string text((std::istreambuf_iterator<char>(config)), {});
+  CHECK(text.find("\"loss\": \"ce\"") != std::string::npos);
+}

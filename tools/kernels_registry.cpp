@@ -779,15 +779,15 @@ void describe(const KernelSpec& k, std::ostream& out) {
   for (const auto& s : k.inputs) {
     const std::string opt =
         s.absent == Fill::required ? "" : " (optional, default " + fill_word(s.absent) + ")";
-    out << fmt::format("    {:<12}{:<16}{}{}\n", s.name, spec_shape(s), s.doc, opt);
+    out << fmt::format("    {:<12}{:<18}{}{}\n", s.name, spec_shape(s), s.doc, opt);
   }
   out << "  parameters:" << (k.params.empty() ? " none\n" : "\n");
   for (const auto& p : k.params) {
     const std::string choices = p.choices.empty() ? "" : " (" + join(p.choices, " | ") + ")";
-    out << fmt::format("    {:<28}{}{}\n", p.name + "=" + p.fallback, p.doc, choices);
+    out << fmt::format("    {:<30}{}{}\n", p.name + "=" + p.fallback, p.doc, choices);
   }
   out << "  outputs:\n";
-  for (const auto& o : k.outputs) out << fmt::format("    {:<28}{}\n", o.name + ".npy", o.doc);
+  for (const auto& o : k.outputs) out << fmt::format("    {:<30}{}\n", o.name + ".npy", o.doc);
   std::vector<std::string> refs;
   for (const auto& r : k.references) refs.push_back(r.name + (r.gpu_only ? " (GPU)" : ""));
   out << "  timed against: " << join(refs, ", ") << "\n";

@@ -77,6 +77,12 @@ def main():
     os.makedirs(out, exist_ok=True)
     # Each picture is drawn if its files are there, so a run without features still gets curves.
     for name, draw in (("curves.png", draw_curves), ("features.png", draw_features)):
+        if draw is draw_features and \
+                not os.path.exists(os.path.join(args.run_dir, "test_features.npy")):
+            # Not a failure: the run was simply started without --save-features.
+            print(f"plot_run: no features.png: {args.run_dir} has no test_features.npy "
+                  "(train with --save-features to get it)")
+            continue
         try:
             draw(args.run_dir, config, os.path.join(out, name))
             print(f"wrote {os.path.join(out, name)}")

@@ -6,9 +6,15 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
+#include <set>
+#include <vector>
 
 namespace {
 
@@ -105,7 +111,7 @@ void add_flags(CLI::App& app, Flags& f) {
 void apply_loss_flags(const CLI::App& app, Flags& f) {
   const LossDefaults& d = kLossDefaults.at(f.loss);
   TrainConfig& c = f.cfg;
-  c.loss.kind = f.loss == "ce" ? "none" : f.loss;
+  c.loss.kind = f.loss;
   c.lambda = app.count("--lambda") ? f.lambda : d.lambda;
   c.loss.alpha = app.count("--alpha") ? f.alpha : d.alpha;
   c.loss.temperature = app.count("--snnl-temperature") ? f.temperature : d.temperature;
@@ -113,9 +119,25 @@ void apply_loss_flags(const CLI::App& app, Flags& f) {
   c.loss.detached = f.weight_grad == "detached";
 }
 
-// A resumed run takes its configuration from the checkpoint; only how long, where and how it
-// runs may change.
+// The flags a resumed run may change: how long, where and how it runs, never what it trains.
+const std::set<std::string> kResumable = {"--resume",      "--epochs",     "--threads",
+                                          "--device",      "--data-dir",   "--out",
+                                          "--overwrite",   "--no-progress", "--save-features"};
+
+// A resumed run takes its configuration from the checkpoint. A flag that would change what
+// is trained is refused rather than ignored, so that nobody believes a resumed run used it.
 TrainConfig resumed_config(const CLI::App& app, const Flags& f) {
+  std::string changed;
+  for (const CLI::Option* opt : app.get_options()) {
+    const std::string name = opt->get_name();
+    if (opt->count() > 0 && name.rfind("--", 0) == 0 && !kResumable.count(name))
+      changed += (changed.empty() ? "" : ", ") + name;
+  }
+  if (!changed.empty()) {
+    throw std::runtime_error("--resume continues the checkpoint's run with its own settings, so " +
+                             changed + " cannot change; drop them, or start a new run with "
+                             "another --out");
+  }
   sigmar::TensorFile file = sigmar::read_tensor_file(f.resume);
   if (!file.metadata.is_object() || !file.metadata.contains("config")) {
     throw std::runtime_error(f.resume + ": not a sigmar checkpoint (no run configuration in "
@@ -126,22 +148,97 @@ TrainConfig resumed_config(const CLI::App& app, const Flags& f) {
   if (app.count("--threads")) c.threads = f.cfg.threads;
   if (app.count("--device")) c.device = f.cfg.device;
   if (app.count("--data-dir")) c.data.dir = f.cfg.data.dir;
+  if (app.count("--save-features")) c.save_features = true;
   c.out_dir = app.count("--out") ? f.cfg.out_dir
                                   : std::filesystem::path(f.resume).parent_path().string();
   return c;
 }
 
-// Refuses to mix a new run's logs into an earlier run's, unless told to replace them.
-void prepare_out_dir(const std::string& dir, bool overwrite) {
+// What sigmar-train writes into a run folder, found there; `after_epoch` >= 0 keeps the
+// checkpoints up to that epoch (a resume replaces only the epochs after its checkpoint).
+std::vector<std::filesystem::path> run_files(const std::string& dir, int64_t after_epoch) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> found;
+  for (const char* name : {"metrics.csv", "classes.csv", "config.json", "test_features.npy",
+                           "test_labels.npy", "features.png", "curves.png"}) {
+    if (after_epoch < 0 && fs::exists(fs::path(dir) / name)) found.push_back(fs::path(dir) / name);
+  }
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string n = entry.path().filename().string();
+    // checkpoint-epochNNN.sgm, NNN at least three digits.
+    const std::string prefix = "checkpoint-epoch", suffix = ".sgm";
+    if (n.size() < prefix.size() + 3 + suffix.size() || !n.starts_with(prefix) ||
+        !n.ends_with(suffix))
+      continue;
+    const std::string digits = n.substr(prefix.size(), n.size() - prefix.size() - suffix.size());
+    if (digits.size() <= 9 && std::all_of(digits.begin(), digits.end(), ::isdigit) &&
+        std::stoll(digits) > after_epoch)
+      found.push_back(entry.path());
+  }
+  return found;
+}
+
+// The highest epoch logged in DIR/metrics.csv (0 when there is none).
+int64_t last_logged_epoch(const std::string& dir) {
+  std::ifstream in(dir + "/metrics.csv");
+  std::string line;
+  int64_t last = 0;
+  std::getline(in, line);  // the header
+  while (std::getline(in, line)) last = std::max<int64_t>(last, std::atoll(line.c_str()));
+  return last;
+}
+
+// Keeps only the rows of a CSV log whose first column (the epoch) is at most `epoch`,
+// through a temporary file renamed into place.
+void truncate_log(const std::string& path, int64_t epoch) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, kept;
+  if (std::getline(in, line)) kept += line + "\n";
+  while (std::getline(in, line))
+    if (std::atoll(line.c_str()) <= epoch) kept += line + "\n";
+  in.close();
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << kept;
+  std::filesystem::rename(tmp, path);
+}
+
+// Refuses to mix a run's logs into another run's, unless told to replace them. A new run
+// needs an empty folder (or --overwrite, which removes the earlier run's files). A resume
+// into the checkpoint's own folder continues its logs; if they already go past the
+// checkpoint, those later epochs would be trained again, so it needs --overwrite too, which
+// drops them (rows and checkpoints). Called only once settings, data and checkpoint passed.
+void prepare_out_dir(const std::string& dir, bool overwrite, const std::string& resume,
+                     int64_t resume_epoch) {
   namespace fs = std::filesystem;
   if (dir.empty() || !fs::exists(dir + "/metrics.csv")) return;
+  std::error_code ec;
+  const bool own_folder =
+      !resume.empty() && fs::equivalent(fs::path(resume).parent_path().empty()
+                                            ? fs::path(".")
+                                            : fs::path(resume).parent_path(),
+                                        dir, ec);
+  if (own_folder) {
+    const int64_t logged = last_logged_epoch(dir);
+    if (logged <= resume_epoch) return;
+    if (!overwrite) {
+      throw std::runtime_error(dir + " already logs epochs up to " + std::to_string(logged) +
+                               ", past the checkpoint's epoch " + std::to_string(resume_epoch) +
+                               "; pass --overwrite to drop the later epochs and train them "
+                               "again, or --out another folder");
+    }
+    truncate_log(dir + "/metrics.csv", resume_epoch);
+    truncate_log(dir + "/classes.csv", resume_epoch);
+    for (const auto& p : run_files(dir, resume_epoch)) fs::remove(p);
+    return;
+  }
   if (!overwrite) {
     throw std::runtime_error(dir + " already holds a run (metrics.csv); pass --resume " +
                              "CHECKPOINT to continue it, --overwrite to replace it, or another "
                              "--out");
   }
-  fs::remove(dir + "/metrics.csv");
-  fs::remove(dir + "/classes.csv");
+  for (const auto& p : run_files(dir, -1)) fs::remove(p);
 }
 
 }  // namespace
@@ -153,6 +250,9 @@ int main(int argc, char** argv) {
   f.cfg.out_dir = "runs/latest";
   f.cfg.schedule.base_lr = 1e-3f;
   add_flags(app, f);
+  // A flag given twice takes its last value, as in most command-line tools.
+  for (CLI::Option* opt : app.get_options())
+    opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -169,13 +269,21 @@ int main(int argc, char** argv) {
       cfg = f.cfg;
     }
     cfg.progress = !f.no_progress;
-    // Settings, device and data are checked before an earlier run's logs are replaced.
+    // Settings, device, data and checkpoint are all checked before anything in --out changes.
     sigmar::Trainer trainer(cfg, std::cout);
-    if (f.resume.empty()) prepare_out_dir(cfg.out_dir, f.overwrite);
+    int64_t resume_epoch = 0;
     if (!f.resume.empty()) {
       trainer.load_checkpoint(f.resume);
-      std::cout << "resumed from " << f.resume << " at epoch " << trainer.epoch() << "\n";
+      resume_epoch = trainer.epoch();
+      if (!trainer.has_work()) {
+        throw std::runtime_error(f.resume + " is the end of epoch " +
+                                 std::to_string(resume_epoch) + " of a " +
+                                 std::to_string(cfg.epochs) + "-epoch run: nothing is left to "
+                                 "train; pass --epochs N with N > " +
+                                 std::to_string(resume_epoch) + " to train further");
+      }
     }
+    prepare_out_dir(cfg.out_dir, f.overwrite, f.resume, resume_epoch);
     trainer.run();
   } catch (const std::exception& e) {
     std::cerr << "sigmar-train: error: " << e.what() << "\n";
