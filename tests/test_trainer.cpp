@@ -65,8 +65,10 @@ std::vector<std::string> differences(const Snapshot& a, const Snapshot& b) {
   return out;
 }
 
-std::string run(const std::string& args, int* exit_code) {
+// Runs sigmar-train with `args`, from the folder `cwd` when one is given.
+std::string run(const std::string& args, int* exit_code, const fs::path& cwd = {}) {
   std::string cmd = std::string(SIGMAR_TRAIN_BIN) + " " + args + " 2>&1";
+  if (!cwd.empty()) cmd = "cd '" + cwd.string() + "' && " + cmd;
   FILE* pipe = popen(cmd.c_str(), "r");
   REQUIRE(pipe != nullptr);
   std::string out;
@@ -375,6 +377,12 @@ TEST_CASE("sigmar-train: run folders are never mixed, and a resume refuses chang
   out = run("--resume " + b1, &code);
   CHECK(code != 0);
   CHECK_MESSAGE(out.find("pass --epochs N with N > 1") != std::string::npos, out);
+
+  // A checkpoint named without a folder resumes into the folder it is in (the current one).
+  out = run("--resume checkpoint-epoch001.sgm --epochs 2", &code, b);
+  REQUIRE_MESSAGE(code == 0, out);
+  CHECK(fs::exists(b / "checkpoint-epoch002.sgm"));
+  CHECK(last_line(b / "metrics.csv").rfind("2,", 0) == 0);
 
   // A resume into another run's folder is refused; that run's log is untouched.
   out = run("--resume " + b1 + " --epochs 2 --out " + a.string(), &code);

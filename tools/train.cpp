@@ -149,32 +149,40 @@ TrainConfig resumed_config(const CLI::App& app, const Flags& f) {
   if (app.count("--device")) c.device = f.cfg.device;
   if (app.count("--data-dir")) c.data.dir = f.cfg.data.dir;
   if (app.count("--save-features")) c.save_features = true;
-  c.out_dir = app.count("--out") ? f.cfg.out_dir
-                                  : std::filesystem::path(f.resume).parent_path().string();
+  // Default: the checkpoint's own folder ("." for a checkpoint named without a folder; an
+  // empty out_dir would mean "write nothing").
+  const std::filesystem::path own = std::filesystem::path(f.resume).parent_path();
+  c.out_dir = app.count("--out") ? f.cfg.out_dir : own.empty() ? "." : own.string();
   return c;
 }
 
-// What sigmar-train writes into a run folder, found there; `after_epoch` >= 0 keeps the
-// checkpoints up to that epoch (a resume replaces only the epochs after its checkpoint).
-std::vector<std::filesystem::path> run_files(const std::string& dir, int64_t after_epoch) {
+// The files of an earlier run in DIR that a new run must not leave beside its own: the
+// final epoch's features and pictures, and the checkpoints after `after_epoch`; with
+// `with_logs`, the logs and configuration too (a resume keeps those and trims the logs).
+std::vector<std::filesystem::path> stale_files(const std::string& dir, int64_t after_epoch,
+                                               bool with_logs) {
   namespace fs = std::filesystem;
   std::vector<fs::path> found;
-  for (const char* name : {"metrics.csv", "classes.csv", "config.json", "test_features.npy",
-                           "test_labels.npy", "features.png", "curves.png"}) {
-    if (after_epoch < 0 && fs::exists(fs::path(dir) / name)) found.push_back(fs::path(dir) / name);
+  for (const char* name : {"test_features.npy", "test_labels.npy", "features.png",
+                           "curves.png", "metrics.csv", "classes.csv", "config.json"}) {
+    const fs::path p = fs::path(dir) / name;
+    const bool log = p.extension() != ".npy" && p.extension() != ".png";
+    if ((with_logs || !log) && fs::exists(p)) found.push_back(p);
   }
+  // checkpoint-epochNNN.sgm, NNN at least three digits.
+  const std::string prefix = "checkpoint-epoch", suffix = ".sgm";
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string n = entry.path().filename().string();
-    // checkpoint-epochNNN.sgm, NNN at least three digits.
-    const std::string prefix = "checkpoint-epoch", suffix = ".sgm";
     if (n.size() < prefix.size() + 3 + suffix.size() || !n.starts_with(prefix) ||
         !n.ends_with(suffix))
       continue;
     const std::string digits = n.substr(prefix.size(), n.size() - prefix.size() - suffix.size());
-    if (digits.size() <= 9 && std::all_of(digits.begin(), digits.end(), ::isdigit) &&
-        std::stoll(digits) > after_epoch)
-      found.push_back(entry.path());
+    const bool number = digits.size() <= 9 && std::all_of(digits.begin(), digits.end(),
+                                                          [](unsigned char ch) {
+                                                            return std::isdigit(ch) != 0;
+                                                          });
+    if (number && std::stoll(digits) > after_epoch) found.push_back(entry.path());
   }
   return found;
 }
@@ -215,10 +223,7 @@ void prepare_out_dir(const std::string& dir, bool overwrite, const std::string& 
   if (dir.empty() || !fs::exists(dir + "/metrics.csv")) return;
   std::error_code ec;
   const bool own_folder =
-      !resume.empty() && fs::equivalent(fs::path(resume).parent_path().empty()
-                                            ? fs::path(".")
-                                            : fs::path(resume).parent_path(),
-                                        dir, ec);
+      !resume.empty() && fs::equivalent(fs::absolute(resume).parent_path(), dir, ec);
   if (own_folder) {
     const int64_t logged = last_logged_epoch(dir);
     if (logged <= resume_epoch) return;
@@ -230,7 +235,7 @@ void prepare_out_dir(const std::string& dir, bool overwrite, const std::string& 
     }
     truncate_log(dir + "/metrics.csv", resume_epoch);
     truncate_log(dir + "/classes.csv", resume_epoch);
-    for (const auto& p : run_files(dir, resume_epoch)) fs::remove(p);
+    for (const auto& p : stale_files(dir, resume_epoch, false)) fs::remove(p);
     return;
   }
   if (!overwrite) {
@@ -238,7 +243,7 @@ void prepare_out_dir(const std::string& dir, bool overwrite, const std::string& 
                              "CHECKPOINT to continue it, --overwrite to replace it, or another "
                              "--out");
   }
-  for (const auto& p : run_files(dir, -1)) fs::remove(p);
+  for (const auto& p : stale_files(dir, 0, true)) fs::remove(p);
 }
 
 }  // namespace
