@@ -130,9 +130,10 @@ void centre(const float* x, int64_t B, int64_t D, int64_t Bp, int64_t Dp, Scratc
 // Step 1: m[i·ld + k] = clamp(‖x_i‖² + ‖x_k‖² - 2 x_i·x_k, ≥ 0) for i, k < B.
 // The matrix is symmetric, so only the tiles on or right of each row block's diagonal
 // 16×16 block are multiplied (the diagonal blocks in full, by their two row blocks); each
-// tile's results go out as contiguous row pieces. A second pass then copies the upper part into the lower one
-// by square tiles, which reads columns only inside a tile that stays in cache. (Writing each
-// tile's mirror directly scatters single values down 16 rows and cost more than its FMAs.)
+// tile's results go out as contiguous row pieces. A second pass then copies the upper part
+// into the lower one by square tiles, which reads columns only inside a tile that stays in
+// cache. (Writing each tile's mirror directly scatters single values down 16 rows and cost
+// more than its FMAs.)
 void distances(const Scratch& s, int64_t B, int64_t D, int64_t Bp, int64_t Dp, int64_t ld,
                double* m) {
   const int64_t row_blocks = Bp / kMr, col_blocks = Bp / kNr;

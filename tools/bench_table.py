@@ -38,8 +38,8 @@ def row_lines(r):
 
 
 def main(paths):
-    print("| kernel | size | ours µs | GB/s | GFLOP/s | of limit | reference | ref µs | ref / ours "
-          "| max rel. error (tol.) |")
+    print("| kernel | size | ours µs | GB/s | GFLOP/s | of limit | reference | ref µs "
+          "| ref / ours | max rel. error (tol.) |")
     print("|---|---|--:|--:|--:|--:|---|--:|--:|---|")
     for path in paths:
         for run in runs_of(path):
