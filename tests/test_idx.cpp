@@ -170,11 +170,13 @@ TEST_CASE("idx: damaged headers, damaged gzip, empty images") {
   write_bytes(d.path("tiny"), {0, 0, 8, 3, 0});
   std::string msg = error_of([&] { sigmar::read_idx_images(d.path("tiny")); });
   CHECK(contains(msg, "file is 5 bytes, too short for a 16-byte IDX images header"));
+  CHECK(contains(msg, "the file is truncated, replace it"));
 
   write_bytes(d.path("text"), Bytes{'h', 'e', 'l', 'l', 'o', ' ', 'w', 'o', 'r', 'l', 'd', '!',
                                     ' ', ' ', ' ', '\n'});
   msg = error_of([&] { sigmar::read_idx_images(d.path("text")); });
   CHECK(contains(msg, "is not IDX"));
+  CHECK(contains(msg, "replace it with the real file"));
 
   Bytes zero_rows = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3};
   write_bytes(d.path("zero"), zero_rows);
